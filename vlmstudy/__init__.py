@@ -1,0 +1,34 @@
+"""vlmstudy: the helper package of an interactive course on Vision-Language Models.
+
+Notebooks stay thin and call these functions; every one works on the shipped tiny models
+(mode ``tiny``, offline) and on the real Hub checkpoints (mode ``hub``) alike.
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from .errors import (
+    ConfigError,
+    DataFormatError,
+    ImageError,
+    ModelUnavailableError,
+    UnknownModelError,
+    VlmStudyError,
+)
+from .images import load_image, load_images
+from .settings import get_device, get_mode, seed_everything, set_device, set_mode
+from .zoo import CARDS, get_card, load, model_names
+
+__all__ = [
+    "__version__",
+    # settings
+    "get_mode", "set_mode", "get_device", "set_device", "seed_everything",
+    # models
+    "load", "get_card", "model_names", "CARDS",
+    # images
+    "load_image", "load_images",
+    # errors
+    "VlmStudyError", "UnknownModelError", "ModelUnavailableError", "ImageError", "DataFormatError",
+    "ConfigError",
+]

@@ -1,0 +1,34 @@
+"""Errors that tell a learner what went wrong and what to do next.
+
+Every error the package raises on bad input is a :class:`VlmStudyError`; its message is one
+paragraph: what was wrong, then the fix. The CLI prints it as one line on stderr.
+"""
+
+from __future__ import annotations
+
+
+class VlmStudyError(Exception):
+    """Base class: a problem the user can fix; the message says how."""
+
+
+class UnknownModelError(VlmStudyError, KeyError):
+    """A model name that is not in the zoo registry."""
+
+    def __str__(self) -> str:  # KeyError would wrap the message in quotes
+        return str(self.args[0])
+
+
+class ModelUnavailableError(VlmStudyError):
+    """A model that cannot be loaded here (no network, no cache, missing stand-in)."""
+
+
+class ImageError(VlmStudyError, ValueError):
+    """An image that cannot be read or converted."""
+
+
+class DataFormatError(VlmStudyError, ValueError):
+    """A dataset file that does not follow one of the course's JSON formats."""
+
+
+class ConfigError(VlmStudyError, ValueError):
+    """A configuration value that is missing or not allowed."""

@@ -1,0 +1,146 @@
+"""Turn whatever a learner hands us into a clean RGB ``PIL.Image``.
+
+Accepted: a path, a ``PIL.Image``, a numpy array (H x W, H x W x 3 or H x W x 4; uint8, uint16 or
+float in [0, 1]) or the raw bytes of an image file. Every odd mode is converted on purpose:
+CMYK -> RGB, 16-bit -> 8-bit by scaling (not clipping), palette / LA / RGBA -> composited on
+white, EXIF orientation applied. Anything unreadable raises :class:`ImageError` saying why.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import ImageError
+
+ImageLike = Union[str, os.PathLike, Image.Image, np.ndarray, bytes, bytearray]
+
+#: Larger images are refused before decoding (decompression-bomb guard): 64 megapixels.
+MAX_PIXELS = 64_000_000
+
+
+def _composite_on_white(img: Image.Image) -> Image.Image:
+    rgba = img.convert("RGBA")
+    background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+    return Image.alpha_composite(background, rgba).convert("RGB")
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    """Convert any PIL mode to RGB, keeping what a person would see."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        arr = np.asarray(img, dtype=np.float64)
+        top = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
+        arr8 = np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return Image.fromarray(arr8, mode="L").convert("RGB")
+    if img.mode == "F":
+        arr = np.asarray(img, dtype=np.float64)
+        top = 1.0 if arr.max() <= 1.0 else arr.max()
+        return Image.fromarray(np.clip(arr / top * 255 + 0.5, 0, 255).astype(np.uint8), mode="L").convert("RGB")
+    if img.mode == "P":
+        # palette images may carry transparency in their info; RGBA keeps it
+        return _composite_on_white(img.convert("RGBA"))
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        return _composite_on_white(img)
+    if img.mode == "RGB":
+        return img
+    return img.convert("RGB")  # CMYK, YCbCr, LAB, HSV, L, 1
+
+
+def _from_array(arr: np.ndarray) -> Image.Image:
+    arr = np.asarray(arr)
+    if arr.ndim == 3 and arr.shape[0] in (1, 3, 4) and arr.shape[-1] not in (1, 3, 4):
+        arr = np.moveaxis(arr, 0, -1)  # channels-first (C, H, W) as torch gives it
+    if arr.ndim == 3 and arr.shape[-1] == 1:
+        arr = arr[..., 0]
+    if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[-1] not in (3, 4)):
+        raise ImageError(
+            f"An image array must be H x W, H x W x 3 or H x W x 4; got shape {arr.shape}. "
+            "Reshape it or pass a file path instead."
+        )
+    if arr.dtype == np.uint8:
+        out = arr
+    elif arr.dtype == np.uint16:
+        out = (arr.astype(np.float64) / 65535.0 * 255.0 + 0.5).astype(np.uint8)
+    elif np.issubdtype(arr.dtype, np.floating):
+        if not np.isfinite(arr).all():
+            raise ImageError("The image array contains NaN or infinite values; clean it before passing it in.")
+        top = 1.0 if arr.max() <= 1.0 else 255.0
+        out = np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    elif np.issubdtype(arr.dtype, np.integer):
+        out = np.clip(arr, 0, 255).astype(np.uint8)
+    else:
+        raise ImageError(f"Image arrays of dtype {arr.dtype} are not supported; use uint8, uint16 or float.")
+    mode = {2: "L", 3: "RGB", 4: "RGBA"}[out.ndim if out.ndim == 2 else out.shape[-1]]
+    return Image.fromarray(out, mode=mode)
+
+
+def _open_checked(fp, what: str, max_pixels: int) -> Image.Image:
+    try:
+        img = Image.open(fp)
+    except UnidentifiedImageError:
+        raise ImageError(f"{what} is not an image PIL can read (PNG, JPEG, WebP, BMP, TIFF, GIF ...).") from None
+    except Image.DecompressionBombError as err:
+        raise ImageError(f"{what} is too large to decode safely ({err}).") from None
+    if img.width * img.height > max_pixels:
+        raise ImageError(
+            f"{what} is {img.width} x {img.height} pixels, more than the {max_pixels:,} allowed; "
+            "downscale it first (models see it at a few hundred pixels anyway)."
+        )
+    try:
+        img.load()
+    except (OSError, SyntaxError) as err:
+        raise ImageError(f"{what} is damaged or truncated and cannot be decoded ({err}).") from None
+    return img
+
+
+def load_image(source: ImageLike, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """Return ``source`` as an RGB ``PIL.Image`` with EXIF rotation applied.
+
+    Raises :class:`ImageError` with the reason and a fix for missing files, non-images,
+    truncated files, images over ``max_pixels`` and arrays of an unusable shape or dtype.
+    """
+    if isinstance(source, Image.Image):
+        img = source
+    elif isinstance(source, np.ndarray):
+        img = _from_array(source)
+    elif isinstance(source, (bytes, bytearray, memoryview)):
+        if len(source) == 0:
+            raise ImageError("The image data is empty (0 bytes); upload or pass a real image file.")
+        img = _open_checked(io.BytesIO(bytes(source)), "The uploaded data", max_pixels)
+    elif isinstance(source, (str, os.PathLike)):
+        path = Path(source).expanduser()
+        if str(source).startswith(("http://", "https://")):
+            raise ImageError(f"{source!r} is a URL; download the image first and pass the file path or bytes.")
+        if not path.exists():
+            raise ImageError(f"No image file at {str(path)!r}; check the path (relative paths start at {os.getcwd()!r}).")
+        if path.is_dir():
+            raise ImageError(f"{str(path)!r} is a folder, not an image file.")
+        with open(path, "rb") as fh:
+            img = _open_checked(io.BytesIO(fh.read()), f"The file {str(path)!r}", max_pixels)
+    else:
+        raise ImageError(
+            f"Cannot use a {type(source).__name__} as an image; pass a path, PIL image, numpy array or bytes."
+        )
+    if img.width * img.height > max_pixels:
+        raise ImageError(f"The image is {img.width} x {img.height} pixels, more than the {max_pixels:,} allowed; downscale it first.")
+    if img.width == 0 or img.height == 0:
+        raise ImageError("The image has zero width or height.")
+    try:
+        img = ImageOps.exif_transpose(img)
+    except Exception:  # a broken EXIF block should not cost the picture
+        pass
+    return _to_rgb(img)
+
+
+def load_images(sources) -> list[Image.Image]:
+    """:func:`load_image` over a list (or a single image, returned as a one-item list)."""
+    if isinstance(sources, (str, os.PathLike, Image.Image, bytes, bytearray)) or (
+        isinstance(sources, np.ndarray) and sources.ndim in (2, 3) and sources.dtype != object
+    ):
+        sources = [sources]
+    return [load_image(s) for s in sources]

@@ -1,0 +1,142 @@
+"""``load()``: one entry point for every model in the course, tiny or real.
+
+In ``tiny`` mode the stand-in under ``assets/models/<stand_in>`` is loaded; in ``hub`` mode the
+real checkpoint. Both go through the same ``from_pretrained`` calls, so everything downstream
+(processors, ``generate``, chat templates) is the same code.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+import transformers
+from transformers import AutoConfig, AutoProcessor
+
+from .. import settings
+from ..errors import ModelUnavailableError
+from .registry import ModelCard, get_card
+
+
+def _hub_error(card_or_id: str, err: Exception) -> ModelUnavailableError:
+    reason = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+    return ModelUnavailableError(
+        f"Could not load {card_or_id!r} from the Hugging Face Hub: no network and no local copy "
+        f"({type(err).__name__}: {reason}). Three ways out: (1) go online once so the weights are cached "
+        f"(then HF_HUB_OFFLINE=1 works), (2) point HF_HOME at a folder that already holds the cache, "
+        f"or (3) use the shipped tiny models: vlmstudy.set_mode('tiny') or VLMSTUDY_MODE=tiny."
+    )
+
+
+def _hub_errors() -> tuple[type[BaseException], ...]:
+    from huggingface_hub.errors import HfHubHTTPError, HFValidationError, LocalEntryNotFoundError
+
+    errors: list[type[BaseException]] = [OSError, HfHubHTTPError, LocalEntryNotFoundError, HFValidationError]
+    try:
+        import httpx
+
+        errors.append(httpx.HTTPError)
+    except ImportError:  # pragma: no cover - httpx comes with huggingface_hub
+        pass
+    return tuple(errors)
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """True when the Hub endpoint answers a TCP connection within ``timeout`` seconds.
+
+    Checked before any download so that a machine without network fails in seconds with one
+    clear message instead of minutes of huggingface_hub retries.
+    """
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+        return False
+    url = urlparse(constants.ENDPOINT)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        with socket.create_connection((url.hostname, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def resolve_source(name: str, mode: str | None = None) -> tuple[str, ModelCard | None]:
+    """Where ``name`` loads from: ``(path_or_hub_id, card)``.
+
+    A directory on disk (for example a fine-tuned or merged model) is used as it is, with no card.
+    """
+    if os.path.isdir(os.path.expanduser(str(name))) and (Path(name).expanduser() / "config.json").exists():
+        return str(Path(name).expanduser()), None
+    card = get_card(name)
+    mode = settings.check_mode(mode) if mode else settings.get_mode()
+    if mode == "hub":
+        return card.hub_id, card
+    if not card.is_present():
+        raise ModelUnavailableError(
+            f"The tiny stand-in for {card.name!r} is missing from {card.stand_in_dir}. "
+            f"Restore it with `git checkout -- assets/models/{card.stand_in}` or retrain it with "
+            f"`vlmstudy zoo train {card.name}`."
+        )
+    return str(card.stand_in_dir), card
+
+
+def _model_class(source: str, card: ModelCard | None, config_kwargs: dict):
+    if card is not None:
+        return getattr(transformers, card.model_class)
+    config = AutoConfig.from_pretrained(source, **config_kwargs)
+    arch = (config.architectures or [None])[0]
+    if arch is None or not hasattr(transformers, arch):
+        raise ModelUnavailableError(f"{source!r} has no known architecture in its config.json ({arch!r}).")
+    return getattr(transformers, arch)
+
+
+def load(
+    name: str,
+    mode: str | None = None,
+    device: str | None = None,
+    dtype: torch.dtype | str | None = None,
+    **model_kwargs,
+):
+    """Load a model and its processor: ``model, processor = load("openai/clip-vit-base-patch32")``.
+
+    name: short name ("clip"), Hub id, stand-in name ("tiny-clip") or a local model directory.
+    mode: "tiny" or "hub" (default: :func:`vlmstudy.get_mode`). device / dtype: defaults from
+    :mod:`vlmstudy.settings` (fp16 on CUDA, fp32 elsewhere). Extra keyword arguments go to
+    ``from_pretrained``. Weights load from safetensors only and remote code is never run unless
+    ``trust_remote_code=True`` is passed on purpose.
+    """
+    source, card = resolve_source(name, mode)
+    device = device or settings.get_device()
+    if isinstance(dtype, str):
+        dtype = getattr(torch, dtype)
+    dtype = dtype or settings.default_dtype(device)
+    model_kwargs.setdefault("trust_remote_code", False)
+    model_kwargs.setdefault("use_safetensors", True)
+    on_hub = card is not None and source == card.hub_id
+    if on_hub:
+        # the local cache first: no network needed when the weights were fetched before
+        try:
+            return _load_from(source, card, device, dtype, dict(model_kwargs, local_files_only=True))
+        except _hub_errors() as err:
+            if not hub_reachable():
+                raise _hub_error(source, err) from None
+    try:
+        return _load_from(source, card, device, dtype, model_kwargs)
+    except _hub_errors() as err:
+        if on_hub:
+            raise _hub_error(source, err) from None
+        raise ModelUnavailableError(f"Could not load the model in {source!r}: {err}") from None
+
+
+def _load_from(source: str, card: ModelCard | None, device: str, dtype: torch.dtype, model_kwargs: dict):
+    processor_kwargs = {k: model_kwargs[k] for k in ("trust_remote_code", "local_files_only") if k in model_kwargs}
+    processor = AutoProcessor.from_pretrained(source, **processor_kwargs)
+    model = _model_class(source, card, processor_kwargs).from_pretrained(source, dtype=dtype, **model_kwargs)
+    if "device_map" not in model_kwargs and "quantization_config" not in model_kwargs:
+        model = model.to(device)
+    model.eval()
+    return model, processor

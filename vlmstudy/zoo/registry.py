@@ -1,0 +1,176 @@
+"""The model zoo: one card per real checkpoint the course teaches, and its tiny stand-in.
+
+A card maps a Hub id (``openai/clip-vit-base-patch32``) to the transformers classes it loads
+with and to the stand-in directory under ``assets/models/`` that replaces it in ``tiny`` mode.
+``real_config`` holds the architecture numbers of the real checkpoint's ``config.json`` so that
+its size can be computed by building it on the meta device, with nothing downloaded.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .. import settings
+from ..errors import UnknownModelError
+
+_CLIP_L_336 = dict(  # openai/clip-vit-large-patch14-336, the vision tower of LLaVA
+    hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
+    image_size=336, patch_size=14, projection_dim=768,
+)
+_EVA_VIT_G = dict(  # BLIP-2 / InstructBLIP vision tower
+    hidden_size=1408, intermediate_size=6144, num_hidden_layers=39, num_attention_heads=16,
+    image_size=224, patch_size=14, qkv_bias=True,
+)
+_LLAMA_7B = dict(
+    model_type="llama", hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
+    num_attention_heads=32, num_key_value_heads=32, max_position_embeddings=4096,
+)
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """What the zoo knows about one model.
+
+    name: short name used in the course ("clip"); hub_id: the real checkpoint;
+    family: architecture family; tasks: what it is used for in the course;
+    model_class / processor_class: transformers classes (the stand-in uses the same ones);
+    stand_in: directory under ``assets/models``; notebook: where the course teaches it;
+    real_config: kwargs for ``<model_type>Config`` reproducing the real architecture.
+    """
+
+    name: str
+    hub_id: str
+    family: str
+    tasks: tuple[str, ...]
+    model_class: str
+    processor_class: str
+    stand_in: str
+    notebook: str
+    real_config: dict = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def stand_in_dir(self) -> Path:
+        return settings.MODELS_DIR / self.stand_in
+
+    @property
+    def model_type(self) -> str:
+        return self.real_config["model_type"]
+
+    def is_present(self) -> bool:
+        """True when the tiny stand-in's weights are on disk."""
+        return (self.stand_in_dir / "model.safetensors").exists()
+
+
+CARDS: tuple[ModelCard, ...] = (
+    ModelCard(
+        "clip", "openai/clip-vit-base-patch32", "dual encoder (contrastive)",
+        ("zero-shot classification", "embeddings", "retrieval"),
+        "CLIPModel", "CLIPProcessor", "tiny-clip", "02_clip",
+        dict(model_type="clip", projection_dim=512,
+             text_config=dict(vocab_size=49408, hidden_size=512, intermediate_size=2048, num_hidden_layers=12,
+                              num_attention_heads=8, max_position_embeddings=77),
+             vision_config=dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
+                                num_attention_heads=12, image_size=224, patch_size=32)),
+    ),
+    ModelCard(
+        "siglip", "google/siglip-base-patch16-224", "dual encoder (sigmoid loss)",
+        ("zero-shot classification", "embeddings", "retrieval"),
+        "SiglipModel", "SiglipProcessor", "tiny-siglip", "03_siglip",
+        dict(model_type="siglip",
+             text_config=dict(vocab_size=32000, hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
+                              num_attention_heads=12, max_position_embeddings=64),
+             vision_config=dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
+                                num_attention_heads=12, image_size=224, patch_size=16)),
+    ),
+    ModelCard(
+        "blip-caption", "Salesforce/blip-image-captioning-base", "encoder-decoder",
+        ("captioning",),
+        "BlipForConditionalGeneration", "BlipProcessor", "tiny-blip-caption", "05_blip",
+        dict(model_type="blip",
+             text_config=dict(vocab_size=30524, hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
+                              num_attention_heads=12, max_position_embeddings=512),
+             vision_config=dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
+                                num_attention_heads=12, image_size=384, patch_size=16)),
+    ),
+    ModelCard(
+        "blip-vqa", "Salesforce/blip-vqa-base", "encoder-decoder",
+        ("visual question answering",),
+        "BlipForQuestionAnswering", "BlipProcessor", "tiny-blip-vqa", "05_blip",
+        dict(model_type="blip",
+             text_config=dict(vocab_size=30524, hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
+                              num_attention_heads=12, max_position_embeddings=512),
+             vision_config=dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
+                                num_attention_heads=12, image_size=384, patch_size=16)),
+    ),
+    ModelCard(
+        "blip2", "Salesforce/blip2-opt-2.7b", "Q-Former bridge + frozen LLM",
+        ("captioning", "visual question answering"),
+        "Blip2ForConditionalGeneration", "Blip2Processor", "tiny-blip2", "06_blip2_instructblip",
+        dict(model_type="blip-2", num_query_tokens=32,
+             vision_config=_EVA_VIT_G,
+             qformer_config=dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
+                                 num_attention_heads=12, cross_attention_frequency=2, encoder_hidden_size=1408),
+             text_config=dict(model_type="opt", vocab_size=50272, hidden_size=2560, ffn_dim=10240,
+                              num_hidden_layers=32, num_attention_heads=32, word_embed_proj_dim=2560,
+                              max_position_embeddings=2048)),
+    ),
+    ModelCard(
+        "instructblip", "Salesforce/instructblip-vicuna-7b", "Q-Former bridge + frozen LLM",
+        ("instruction following", "visual question answering"),
+        "InstructBlipForConditionalGeneration", "InstructBlipProcessor", "tiny-instructblip",
+        "06_blip2_instructblip",
+        dict(model_type="instructblip", num_query_tokens=32,
+             vision_config=_EVA_VIT_G,
+             qformer_config=dict(vocab_size=30523, hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
+                                 num_attention_heads=12, cross_attention_frequency=2, encoder_hidden_size=1408),
+             text_config=dict(_LLAMA_7B, vocab_size=32001)),
+    ),
+    ModelCard(
+        "llava", "llava-hf/llava-1.5-7b-hf", "projector + LLM",
+        ("chat", "visual question answering", "captioning"),
+        "LlavaForConditionalGeneration", "LlavaProcessor", "tiny-llava", "07_llava",
+        dict(model_type="llava", vision_config=dict(_CLIP_L_336, model_type="clip_vision_model"),
+             text_config=dict(_LLAMA_7B, vocab_size=32064), projector_hidden_act="gelu",
+             vision_feature_layer=-2, vision_feature_select_strategy="default", image_seq_length=576),
+    ),
+    ModelCard(
+        "llava-next", "llava-hf/llava-v1.6-mistral-7b-hf", "projector + LLM, any resolution",
+        ("chat", "multi-image", "visual question answering"),
+        "LlavaNextForConditionalGeneration", "LlavaNextProcessor", "tiny-llava-next", "08_llava_next_multi_image",
+        dict(model_type="llava_next", vision_config=dict(_CLIP_L_336, model_type="clip_vision_model"),
+             text_config=dict(model_type="mistral", vocab_size=32064, hidden_size=4096, intermediate_size=14336,
+                              num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=8,
+                              max_position_embeddings=32768),
+             image_grid_pinpoints=[[336, 672], [672, 336], [672, 672], [1008, 336], [336, 1008]],
+             vision_feature_layer=-2, vision_feature_select_strategy="default"),
+    ),
+)
+
+
+def _aliases(card: ModelCard) -> set[str]:
+    return {card.name, card.hub_id.lower(), card.stand_in, card.hub_id.split("/")[-1].lower()}
+
+
+def get_card(name: str) -> ModelCard:
+    """Find a card by short name, Hub id or stand-in directory name (case-insensitive).
+
+    Raises :class:`UnknownModelError` listing the known names and the closest matches.
+    """
+    key = str(name).strip().lower()
+    for card in CARDS:
+        if key in _aliases(card):
+            return card
+    known = [c.name for c in CARDS] + [c.hub_id for c in CARDS]
+    close = difflib.get_close_matches(key, [k.lower() for k in known], n=3, cutoff=0.5)
+    hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    raise UnknownModelError(
+        f"Unknown model {name!r}.{hint} Known models: {', '.join(c.name for c in CARDS)} "
+        f"(or their Hub ids: {', '.join(c.hub_id for c in CARDS)}). `vlmstudy.zoo_table()` shows them all."
+    )
+
+
+def model_names() -> list[str]:
+    """Short names of every model in the zoo, in syllabus order."""
+    return [c.name for c in CARDS]
