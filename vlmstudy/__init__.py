@@ -16,6 +16,7 @@ from .errors import (
     UnknownModelError,
     VlmStudyError,
 )
+from .doctor import environment_report, print_environment_report
 from .images import load_image, load_images
 from .settings import get_device, get_mode, seed_everything, set_device, set_mode
 from .zoo import CARDS, get_card, load, model_names
@@ -28,6 +29,8 @@ __all__ = [
     "load", "get_card", "model_names", "CARDS",
     # images
     "load_image", "load_images",
+    # environment check
+    "environment_report", "print_environment_report",
     # errors
     "VlmStudyError", "UnknownModelError", "ModelUnavailableError", "ImageError", "DataFormatError",
     "ConfigError",

@@ -1,0 +1,44 @@
+"""Fixtures for tests/. The environment itself (offline Hub, empty HF_HOME, MPLBACKEND=Agg,
+VLMSTUDY_MODE unset so mode is ``tiny``) is set in the repository's top conftest.py, so that the
+notebooks nbval runs get it too."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from vlmstudy import settings
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def _fresh_settings():
+    """Every test starts and ends with no set_mode() / set_device() override."""
+    settings.set_mode(None)
+    settings.set_device(None)
+    yield
+    settings.set_mode(None)
+    settings.set_device(None)
+
+
+@pytest.fixture
+def repo() -> Path:
+    return REPO
+
+
+@pytest.fixture
+def subprocess_env(tmp_path) -> dict[str, str]:
+    """Environment for a child Python: offline, its own empty HF_HOME, this repository importable."""
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_HOME=str(tmp_path / "hf-home"))
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+    env.pop("VLMSTUDY_MODE", None)
+    return env
+
+
+@pytest.fixture
+def python() -> str:
+    return sys.executable

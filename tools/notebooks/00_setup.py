@@ -1,0 +1,82 @@
+# %% [markdown]
+# # 00 · Setup: modes, devices and an environment check
+#
+# **Objective.** By the end of this notebook you know that your environment can run the course,
+# which *mode* and *device* the course uses, and how to switch to the real models.
+#
+# Every notebook calls the course's helper package, `vlmstudy`, so that the notebooks stay short
+# and show the ideas rather than the plumbing.
+
+# %% [markdown]
+# ## Two modes: `tiny` and `hub`
+#
+# The course teaches real checkpoints from the Hugging Face Hub: CLIP, SigLIP, BLIP, BLIP-2,
+# InstructBLIP, LLaVA-1.5 and LLaVA-NeXT. They weigh 0.6 to 15 GB each and the large ones
+# want a GPU. So each one has a **tiny stand-in** in `assets/models/`: the *same* transformers
+# class with the *same* processor, only a few million parameters, trained by the course's own
+# code (`vlmstudy zoo train NAME`) on a small synthetic world of coloured shapes.
+#
+# | mode | what `vlmstudy.load("openai/clip-vit-base-patch32")` gives | needs |
+# |---|---|---|
+# | `tiny` (default) | the stand-in from `assets/models/tiny-clip` | nothing: offline, a laptop CPU, seconds |
+# | `hub` | the real checkpoint | network once (then the cache), RAM or a GPU |
+#
+# Both come through `from_pretrained`, so the rest of every notebook is the same code: you can
+# learn the mechanics on the stand-ins, then rerun a notebook on the real model.
+
+# %% [markdown]
+# ## Is everything installed?
+#
+# Each row says `ok`, `warn` (works; read the hint), `missing` or `error` (fix it first: the fix
+# follows `->`). Stand-ins that are not built yet are only warnings. The same check runs in a
+# terminal as `vlmstudy doctor`.
+
+# %%
+import os
+
+import vlmstudy
+
+ready = vlmstudy.print_environment_report()
+
+# %% [markdown]
+# ## Mode and device
+
+# %%
+print("mode:  ", vlmstudy.get_mode())
+print("device:", vlmstudy.get_device())
+
+# %% [markdown]
+# To use the real checkpoints, either start JupyterLab with `VLMSTUDY_MODE=hub jupyter lab`, or
+# run this at the top of a notebook (not executed here, so this notebook stays offline):
+#
+# ```python
+# vlmstudy.set_mode("hub")   # real checkpoints from the Hub
+# vlmstudy.set_mode(None)    # back to what VLMSTUDY_MODE says (tiny when unset)
+# ```
+#
+# The device is chosen for you (CUDA, then Apple MPS, then CPU); you can pin it the same way,
+# with `VLMSTUDY_DEVICE=cpu` or `vlmstudy.set_device(...)`:
+
+# %%
+print(vlmstudy.set_device("cpu"))   # pin the CPU ...
+print(vlmstudy.set_device(None))    # ... and go back to the automatic choice
+
+# %% [markdown]
+# A wrong name is refused with a message that says what is allowed:
+
+# %%
+try:
+    vlmstudy.set_mode("huge")
+except vlmstudy.ConfigError as err:
+    print(err)
+
+# %% [markdown]
+# ## Check yourself
+#
+# These should all pass. If one fails, its message says what to do.
+
+# %%
+assert ready, "a required package is missing: see the 'missing' / 'error' rows above"
+assert vlmstudy.get_mode() == (os.environ.get("VLMSTUDY_MODE") or "tiny").strip().lower()
+assert vlmstudy.get_device() in ("cpu", "cuda", "mps")
+print("All set: on to 01.")

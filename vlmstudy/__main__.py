@@ -1,0 +1,7 @@
+"""``python -m vlmstudy`` runs the ``vlmstudy`` command."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())
