@@ -7,7 +7,8 @@
 #   ./course.sh --port 8899     choose the port (default: JupyterLab's, 8888 or the next free one)
 #   ./course.sh --setup-only    only install
 #   ./course.sh --no-setup      use the environment as it is (skip the install check)
-#   ./course.sh test [ARGS]     set up the same way, then run the test suite (ARGS go to pytest)
+#   ./course.sh test [ARGS]     set up the same way, then run the test suite (ARGS go to pytest;
+#                               paths first replace the default tests/ and notebooks/)
 #
 # Environment: VLMSTUDY_VENV (default .venv) is the virtual environment to use; PYTHON (default
 # python3, 3.10 or newer) creates it; VLMSTUDY_TORCH (default torch==2.13.0) and
@@ -69,7 +70,7 @@ else
             --port=*) port="${1#--port=}" ;;
             --setup-only) mode=setup ;;
             --no-setup) do_setup=0 ;;
-            -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+            -h|--help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
             *) die "unknown option $1 (see ./course.sh --help)" ;;
         esac
         shift
@@ -88,8 +89,12 @@ case "$mode" in
     test)
         # offline, whatever the shell says: the suite uses only the shipped tiny models
         export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
-        # shellcheck disable=SC2086  # word splitting of PYTEST_ARGS is intended
-        exec "$VENV/bin/python" $PYTEST_ARGS "$@"
+        pytest_args="$PYTEST_ARGS"
+        if [ $# -gt 0 ] && [ "${1#-}" = "$1" ]; then
+            pytest_args="${PYTEST_ARGS/ tests notebooks/}"  # paths given: run those instead
+        fi
+        # shellcheck disable=SC2086  # word splitting of the arguments is intended
+        exec "$VENV/bin/python" $pytest_args "$@"
         ;;
     lab)
         # the whole repository is the root (notebooks/, exercises/, ...); 00_setup opens first
