@@ -1,0 +1,70 @@
+"""The benchmark scripts run end to end at their --small sizes and write the JSON they promise.
+
+Timings are not checked here (they depend on the machine and its load); the full-size runs are
+``python benchmarks/bench_search.py`` and ``python benchmarks/bench_embedding.py`` (see
+benchmarks/README.md). The scripts run in this process (imported from their files) to save the
+few seconds a fresh interpreter spends importing torch; the thread settings they change are
+restored afterwards.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(f"_bench_{name}", BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def restore_threads():
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+    try:
+        import faiss
+
+        faiss.omp_set_num_threads(threads)
+    except ImportError:  # pragma: no cover
+        pass
+
+
+def test_bench_search_small(tmp_path, restore_threads, capsys):
+    out = tmp_path / "search.json"
+    assert _load("bench_search").main(["--small", "--repeats", "1", "--threads", "1", "--out", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert data["benchmark"] == "search" and "date" in data
+    assert data["config"]["n"] == 20000 and data["config"]["q"] == 20 and data["config"]["dim"] == 512
+    for key in ("cpu_count", "torch", "faiss", "numpy", "peak_rss_mb"):
+        assert key in data["machine"]
+    for key in ("naive_ms_per_query", "naive_argsort_ms_per_query", "torch_ms_per_query", "torch_speedup_vs_naive",
+                "faiss_build_s", "faiss_ms_per_query", "faiss_recall_at_10", "torch_naive_agreement"):
+        assert isinstance(data["results"][key], (int, float)), key
+    assert set(data["targets"]) == {"exact_torch_speedup", "faiss_ms_per_query", "faiss_recall_at_10"}
+    assert all(isinstance(c["pass"], bool) for c in data["targets"].values())
+    assert data["results"]["torch_naive_agreement"] == 1.0  # both exact: same top-10
+    text = capsys.readouterr().out
+    assert "PASS" in text or "FAIL" in text
+
+
+def test_bench_embedding_small(tmp_path, restore_threads, capsys):
+    out = tmp_path / "embedding.json"
+    assert _load("bench_embedding").main(["--small", "--threads", "1", "--out", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert data["benchmark"] == "embedding" and data["config"]["n"] == 64
+    for key in ("loop_images_per_s", "batched_images_per_s", "speedup", "max_abs_diff"):
+        assert isinstance(data["results"][key], (int, float)), key
+    assert set(data["targets"]) == {"batched_speedup", "embeddings_agree"}
+    assert data["targets"]["embeddings_agree"]["pass"]  # same model, same images: same embeddings
+    if data["config"]["random_model"]:
+        assert "falling back" in capsys.readouterr().out or "random" in data["config"]["model"]
