@@ -20,13 +20,21 @@ from .doctor import environment_report, print_environment_report
 from .images import load_image, load_images
 from .settings import get_device, get_mode, seed_everything, set_device, set_mode
 from .zoo import CARDS, get_card, load, model_names
+from .zoo.table import zoo_table
+from . import contrastive, plotting, shapes  # noqa: E402  (modules the notebooks use by name)
+from .plotting import show_images, set_figsize
+from .shapes import show_scenes
 
 __all__ = [
     "__version__",
     # settings
     "get_mode", "set_mode", "get_device", "set_device", "seed_everything",
     # models
-    "load", "get_card", "model_names", "CARDS",
+    "load", "get_card", "model_names", "CARDS", "zoo_table",
+    # modules
+    "shapes", "contrastive", "plotting",
+    # plotting
+    "show_images", "set_figsize", "show_scenes",
     # images
     "load_image", "load_images",
     # environment check

@@ -1,0 +1,103 @@
+"""Pieces shared by the stand-ins' training code: image pools, schedules, model cards on disk."""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from .. import shapes
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+def to_pixels(batch_uint8: np.ndarray | torch.Tensor, mean=CLIP_MEAN, std=CLIP_STD) -> torch.Tensor:
+    """``(N, H, W, 3)`` uint8 -> normalised ``(N, 3, H, W)`` float, exactly what the image
+    processor produces for images already at the model's size (tested against it)."""
+    x = torch.as_tensor(batch_uint8).permute(0, 3, 1, 2).float() / 255.0
+    return (x - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+
+
+def _render_chunk(args) -> np.ndarray:
+    scenes, size = args
+    return np.stack([np.asarray(s.render(size)) for s in scenes])
+
+
+def render_many(scenes: Sequence[shapes.Scene], size: int, progress: bool = True, desc: str = "rendering") -> np.ndarray:
+    """Render scenes to ``(n, size, size, 3)`` uint8, on every core (rendering is pure Python)."""
+    import multiprocessing as mp
+    import os
+
+    from tqdm.auto import tqdm
+
+    chunks = [(list(scenes[i:i + 500]), size) for i in range(0, len(scenes), 500)]
+    workers = min(len(chunks), os.cpu_count() or 1)
+    if workers <= 1:
+        parts = [_render_chunk(c) for c in tqdm(chunks, desc=desc, leave=False, disable=not progress)]
+    else:
+        with mp.get_context("fork").Pool(workers) as pool:
+            parts = list(tqdm(pool.imap(_render_chunk, chunks), total=len(chunks), desc=desc, leave=False,
+                              disable=not progress))
+    return np.concatenate(parts)
+
+
+def scene_pool(split: str, n: int, seed: int, size: int, n_objects: int | None = None,
+               progress: bool = True) -> tuple[list[shapes.Scene], np.ndarray]:
+    """``n`` scenes and their pictures ``(n, size, size, 3)`` uint8, rendered once for training."""
+    scenes = shapes.make_scenes(split, n, seed=seed, n_objects=n_objects)
+    return scenes, render_many(scenes, size, progress, f"rendering {split} scenes")
+
+
+def warmup_cosine(step: int, total: int, warmup: int) -> float:
+    """Learning-rate factor: linear warm-up, then cosine decay to 5 %."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def config_summary(cfg, model) -> dict:
+    """A dataclass config as a dict, plus the parameter count of the model it built."""
+    from dataclasses import asdict
+
+    return dict(asdict(cfg), parameters=count_parameters(model))
+
+
+def count_parameters(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def dir_size_mb(path: Path) -> float:
+    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file()) / 1e6
+
+
+def write_model_card(out_dir: Path, card_name: str, title: str, config: dict, command: str,
+                     seconds: float, seed: int, metrics: dict, notes: Sequence[str] = ()) -> None:
+    """README.md (human) + training.json (machine) next to the weights."""
+    out_dir = Path(out_dir)
+    record = {
+        "model": card_name, "command": command, "train_seconds": round(seconds, 1), "seed": seed,
+        "config": config, "metrics": metrics, "torch": torch.__version__,
+        "transformers": __import__("transformers").__version__, "machine": platform.machine(),
+        "threads": torch.get_num_threads(), "date": time.strftime("%Y-%m-%d"),
+    }
+    (out_dir / "training.json").write_text(json.dumps(record, indent=2))
+    lines = [
+        f"# {title}", "",
+        "A tiny stand-in trained by vlmstudy's own code on ShapesWorld scenes; it loads with the same",
+        "classes and processor as the real checkpoint, only small. Not a real model of natural images.", "",
+        f"- replaces: `{card_name}`",
+        f"- trained with: `{command}` (seed {seed}, {seconds:.0f} s on {torch.get_num_threads()} CPU threads)",
+        f"- parameters: {config.get('parameters', '?'):,}" if isinstance(config.get("parameters"), int) else "",
+        "", "## Metrics (held-out test scenes)", "", "| metric | value |", "|---|---|",
+    ]
+    lines += [f"| {k} | {v:.3f} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in metrics.items()]
+    lines += ["", "## Config", "", "```json", json.dumps(config, indent=2), "```", *notes, ""]
+    (out_dir / "README.md").write_text("\n".join(line for line in lines if line is not None))

@@ -1,0 +1,136 @@
+"""``vlmstudy zoo train NAME | --all``: build every stand-in from scratch, in dependency order.
+
+tiny CLIP and SigLIP train from scratch; the generative models start from tiny CLIP's vision
+tower (LLaVA directly, the BLIP family through a distilled BLIP-style ViT), and LLaVA-NeXT starts
+from tiny LLaVA. Each run is seeded, shows progress, measures the model on test scenes and
+writes a model card (README.md + training.json) next to the safetensors weights.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+from transformers import BlipVisionConfig, BlipVisionModel, CLIPModel
+
+from .. import settings
+from .common import config_summary, dir_size_mb, scene_pool, write_model_card
+from .evaluate import check_targets, evaluate_contrastive, evaluate_generative
+from .registry import get_card
+from .train_contrastive import ContrastiveConfig, train_contrastive
+from .train_generative import GenerativeConfig, distill_blip_tower, train_blip, train_llava, train_qformer_model
+
+#: Training order: later models build on earlier ones.
+ORDER = ("clip", "siglip", "llava", "llava-next", "blip-caption", "blip-vqa", "blip2", "instructblip")
+
+#: Budgets chosen so that the whole zoo retrains in < 30 minutes on 2 CPU cores.
+CONTRASTIVE = {"clip": ContrastiveConfig(family="clip"), "siglip": ContrastiveConfig(family="siglip")}
+GENERATIVE = {
+    "llava": GenerativeConfig(steps=700, batch=48, lr=1e-3),
+    "llava-next": GenerativeConfig(steps=300, batch=24, lr=5e-4),
+    "blip-caption": GenerativeConfig(steps=700, batch=48, lr=5e-4),
+    "blip-vqa": GenerativeConfig(steps=700, batch=48, lr=5e-4),
+    "blip2": GenerativeConfig(steps=700, batch=48, lr=1e-3),
+    "instructblip": GenerativeConfig(steps=700, batch=48, lr=1e-3),
+}
+DISTILL_STEPS = 300
+
+
+def _command(name: str) -> str:
+    return f"vlmstudy zoo train {name}"
+
+
+def _load_clip(models_dir: Path) -> CLIPModel:
+    path = models_dir / get_card("clip").stand_in
+    if not (path / "model.safetensors").exists():
+        raise FileNotFoundError(f"tiny CLIP is needed first: {path} is missing; run `vlmstudy zoo train clip`.")
+    return CLIPModel.from_pretrained(path).eval()
+
+
+_blip_tower_cache: dict[str, BlipVisionModel] = {}
+
+
+def _blip_tower(clip: CLIPModel, seed: int, progress: bool) -> tuple[BlipVisionModel, dict]:
+    """The BLIP-family ViT distilled from tiny CLIP (computed once per process)."""
+    if "tower" not in _blip_tower_cache:
+        vc = clip.config.vision_config
+        tower = BlipVisionModel(BlipVisionConfig(image_size=vc.image_size, patch_size=vc.patch_size,
+                                                 hidden_size=vc.hidden_size, intermediate_size=vc.intermediate_size,
+                                                 num_hidden_layers=vc.num_hidden_layers,
+                                                 num_attention_heads=vc.num_attention_heads))
+        _, pixels = scene_pool("train", 6000, seed + 11, vc.image_size, progress=progress)
+        info = distill_blip_tower(clip, tower, pixels, steps=DISTILL_STEPS, seed=seed, progress=progress)
+        _blip_tower_cache["tower"], _blip_tower_cache["info"] = tower.eval(), info
+    return _blip_tower_cache["tower"], _blip_tower_cache["info"]
+
+
+def train_model(name: str, models_dir: str | Path | None = None, progress: bool = True, eval_n: int = 300,
+                quick: bool = False) -> dict:
+    """Train one stand-in, save it under ``models_dir/<stand_in>``, evaluate it, write its card.
+
+    quick: a micro run (a few steps, tiny pools) that proves the code path in seconds; its
+    metrics are meaningless and it should go to a scratch ``models_dir``.
+    Returns the measured metrics.
+    """
+    card = get_card(name)
+    models_dir = Path(models_dir or settings.MODELS_DIR)
+    out = models_dir / card.stand_in
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    start = time.time()
+    extra: dict = {}
+    if card.name in CONTRASTIVE:
+        cfg = CONTRASTIVE[card.name]
+        if quick:
+            cfg = ContrastiveConfig(family=cfg.family, train_steps=6, train_batch=16, train_pool=64, train_warmup=2)
+        model, processor, history = train_contrastive(cfg, out, progress=progress)
+        seconds = time.time() - start
+        metrics = evaluate_contrastive(model, processor, n=eval_n, progress=progress)
+        config = config_summary(cfg, model)
+    else:
+        cfg = GENERATIVE[card.name]
+        if quick:
+            cfg = GenerativeConfig(steps=4, batch=4, pool=32, warmup=2)
+        clip = _load_clip(models_dir)
+        if card.name == "llava":
+            model, processor, history = train_llava(clip, cfg, progress=progress)
+        elif card.name == "llava-next":
+            from transformers import LlavaForConditionalGeneration
+
+            base = LlavaForConditionalGeneration.from_pretrained(models_dir / get_card("llava").stand_in)
+            model, processor, history = train_llava(clip, cfg, next_from=base, progress=progress, two_image_share=0.4)
+        else:
+            tower, info = _blip_tower(clip, cfg.seed, progress) if not quick else (_quick_tower(clip), {})
+            extra["vision_distill_cosine"] = info.get("distill_cosine")
+            if card.name.startswith("blip-"):
+                model, processor, history = train_blip(clip, card.name.split("-")[1], cfg, tower, progress)
+            else:
+                model, processor, history = train_qformer_model(clip, card.name, cfg, tower, progress)
+        seconds = time.time() - start
+        out.mkdir(parents=True, exist_ok=True)
+        model.save_pretrained(out, safe_serialization=True)
+        processor.save_pretrained(out)
+        metrics = evaluate_generative(card.name, model, processor, n=eval_n, progress=progress)
+        config = config_summary(cfg, model)
+    metrics = {k: round(v, 4) for k, v in metrics.items()}
+    config.update({k: v for k, v in extra.items() if v is not None})
+    config["size_mb"] = round(dir_size_mb(out), 2)
+    config["loss_first_last"] = [history[0]["loss"], history[-1]["loss"]]
+    failures = check_targets(card.name, metrics)
+    notes = ["", "## Targets", ""] + ([f"- NOT MET: {f}" for f in failures] or ["- all met"])
+    write_model_card(out, card.hub_id, f"tiny stand-in for {card.hub_id}", config, _command(card.name), seconds,
+                     cfg.seed, metrics, notes)
+    return {"name": card.name, "seconds": round(seconds, 1), "metrics": metrics, "failures": failures,
+            "history": history}
+
+
+def _quick_tower(clip: CLIPModel) -> BlipVisionModel:
+    from .train_generative import clip_tower_to_blip
+
+    vc = clip.config.vision_config
+    tower = BlipVisionModel(BlipVisionConfig(image_size=vc.image_size, patch_size=vc.patch_size,
+                                             hidden_size=vc.hidden_size, intermediate_size=vc.intermediate_size,
+                                             num_hidden_layers=vc.num_hidden_layers,
+                                             num_attention_heads=vc.num_attention_heads))
+    clip_tower_to_blip(clip, tower)
+    return tower
