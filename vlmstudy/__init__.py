@@ -21,7 +21,8 @@ from .images import load_image, load_images
 from .settings import get_device, get_mode, seed_everything, set_device, set_mode
 from .zoo import CARDS, get_card, load, model_names
 from .zoo.table import zoo_table
-from . import contrastive, plotting, shapes  # noqa: E402  (modules the notebooks use by name)
+from . import contrastive, diagrams, plotting, retrieval, shapes  # noqa: E402  (modules the notebooks use by name)
+from . import quantize  # noqa: E402  (precision presets, footprints, estimates: notebook 10)
 from .plotting import show_images, set_figsize
 from .shapes import show_scenes
 
@@ -32,7 +33,8 @@ __all__ = [
     # models
     "load", "get_card", "model_names", "CARDS", "zoo_table",
     # modules
-    "shapes", "contrastive", "plotting",
+    "shapes", "contrastive", "plotting", "retrieval", "diagrams",
+    "quantize",
     # plotting
     "show_images", "set_figsize", "show_scenes",
     # images

@@ -6,6 +6,7 @@ Shapes: images -> ``(N, D)`` unit vectors, texts -> ``(M, D)`` unit vectors, sim
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch
@@ -121,3 +122,186 @@ def siglip_loss(image_embeds: torch.Tensor, text_embeds: torch.Tensor, logit_sca
     logits_per_text = logit_scale.exp() * text_embeds @ image_embeds.T + logit_bias  # (B, B)
     labels = 2 * torch.eye(len(text_embeds), device=text_embeds.device) - 1
     return -F.logsigmoid(labels * logits_per_text).sum(dim=-1).mean()
+
+
+# ----------------------------------------------------------------------------- model inputs
+
+
+def pair_inputs(model, processor, images: Sequence, texts: Sequence[str]) -> dict:
+    """Inputs for ``model(**inputs)`` on matching (image, text) pairs, on the model's device:
+    ``pixel_values`` plus the text tokenised as the model was trained (see :func:`text_inputs`).
+    With ``return_loss=True`` the model then computes its own contrastive loss over the batch."""
+    p = next(model.parameters())
+    pixels = processor(images=[load_image(im) for im in images], return_tensors="pt")["pixel_values"]
+    enc = {k: v.to(p.device) for k, v in text_inputs(processor, texts, model).items()}
+    return {**enc, "pixel_values": pixels.to(p.device, p.dtype)}
+
+
+# ----------------------------------------------------------------------------- zero-shot accuracy
+
+
+def labelled_images(split: str = "test", n: int = 200, seed: int = 0) -> tuple[list, list[str]]:
+    """``n`` single-object ShapesWorld images of ``split`` and their true class (``"red circle"``),
+    one of :data:`vlmstudy.zoo.evaluate.ALL_CLASSES`. ``split="heldout"`` gives colour-shape
+    pairs that the stand-ins never saw in training."""
+    from . import shapes
+
+    scenes = shapes.make_scenes(split, n, seed=seed, n_objects=1)
+    return [s.render() for s in scenes], [s.objects[0].name for s in scenes]
+
+
+def zero_shot_accuracy(model, processor, images, truths: Sequence[str], labels: Sequence[str],
+                       templates: Sequence[str] = ("a photo of a {}.",), batch_size: int = 64) -> float:
+    """Fraction of ``images`` whose best label (argmax over ``labels``) is ``truths[i]``.
+
+    images: images, or their embeddings from :func:`embed_images` (a tensor ``(N, D)``), to reuse
+    them across several calls. templates: one prompt, or several (a prompt ensemble).
+    """
+    labels = list(labels)
+    truth = _truth_indices(truths, labels, len(images))
+    img = images if isinstance(images, torch.Tensor) else embed_images(model, processor, images,
+                                                                      batch_size=batch_size, progress=False)
+    pred = (img @ class_embeddings(model, processor, labels, templates).T).argmax(dim=1)
+    return float((pred == truth).float().mean())
+
+
+def _truth_indices(truths: Sequence[str], labels: list[str], n_images: int) -> torch.Tensor:
+    unknown = sorted(set(truths) - set(labels))
+    if unknown:
+        raise ValueError(f"truths contain labels that are not candidates: {unknown[:5]}; add them to labels.")
+    if len(truths) != n_images:
+        raise ValueError(f"got {n_images} images but {len(truths)} truths; pass one true label per image.")
+    return torch.tensor([labels.index(t) for t in truths])
+
+
+def template_accuracies(model, processor, images, truths: Sequence[str], labels: Sequence[str],
+                        templates: Sequence[str]) -> dict[str, float]:
+    """Zero-shot accuracy of each template alone, then of all of them as one prompt ensemble
+    (key ``"ensemble"``, the same as ``zero_shot_accuracy(..., templates=templates)``).
+    The images and every (label, template) prompt are embedded once."""
+    labels, templates = list(labels), list(templates)
+    img = images if isinstance(images, torch.Tensor) else embed_images(model, processor, images, progress=False)
+    prompts = [t.format(label) for label in labels for t in templates]
+    truth = _truth_indices(truths, labels, len(img))
+    per = embed_texts(model, processor, prompts, progress=False).view(len(labels), len(templates), -1)
+
+    def accuracy(classes: torch.Tensor) -> float:
+        return float(((img @ classes.T).argmax(dim=1) == truth).float().mean())
+
+    out = {t: accuracy(per[:, k]) for k, t in enumerate(templates)}
+    out["ensemble"] = accuracy(F.normalize(per.mean(dim=1), dim=-1))
+    return out
+
+
+# ----------------------------------------------------------------------------- hard negatives
+
+
+@dataclass
+class HardNegativeResult:
+    """Image-text matching against minimally different captions (see :func:`hard_negative_test`).
+
+    One row per trial: ``kinds[i]`` (what was changed), the scene's image, its ``true_captions[i]``
+    and the caption of the changed scene ``false_captions[i]``, with the model's cosine
+    similarities ``true_scores`` / ``false_scores`` (tensors ``(N,)``).
+    """
+
+    kinds: list[str]
+    images: list
+    true_captions: list[str]
+    false_captions: list[str]
+    true_scores: torch.Tensor
+    false_scores: torch.Tensor
+
+    @property
+    def correct(self) -> torch.Tensor:
+        """Boolean ``(N,)``: the true caption scored higher than the hard negative."""
+        return self.true_scores > self.false_scores
+
+    def accuracy(self) -> dict[str, float]:
+        """Fraction correct per kind of change, and over all (``"all"``); chance is 0.5."""
+        out = {}
+        for kind in dict.fromkeys(self.kinds):
+            sel = torch.tensor([k == kind for k in self.kinds])
+            out[kind] = float(self.correct[sel].float().mean())
+        out["all"] = float(self.correct.float().mean())
+        return out
+
+    def __len__(self) -> int:
+        return len(self.kinds)
+
+
+def hard_negative_test(model, processor, scenes: Sequence, kinds: Sequence[str] = ("color", "shape", "swap"),
+                       seed: int = 0) -> HardNegativeResult:
+    """For each scene and each kind of change, make a minimally different scene with
+    :func:`vlmstudy.shapes.variant` (one object's ``color`` or ``shape`` changed, or two objects
+    ``swap``-ped) and ask: does the image match its own caption better than the changed one?
+
+    Trials where the change is impossible (a swap needs two objects) or leaves the caption the
+    same are skipped. Returns a :class:`HardNegativeResult`.
+    """
+    import random
+
+    from . import shapes
+
+    rng = random.Random(seed)
+    scenes = list(scenes)
+    rows = []  # (scene index, kind, true caption, false caption)
+    for i, scene in enumerate(scenes):
+        for kind in kinds:
+            if kind == "swap" and len(scene.objects) < 2:
+                continue
+            true, false = shapes.caption(scene), shapes.caption(shapes.variant(scene, rng, kind))
+            if true != false:
+                rows.append((i, kind, true, false))
+    if not rows:
+        raise ValueError("no hard negatives could be made from these scenes; pass more (or multi-object) scenes.")
+    images = [scene.render() for scene in scenes]
+    img = embed_images(model, processor, images, progress=False)[[r[0] for r in rows]]
+    true = embed_texts(model, processor, [r[2] for r in rows], progress=False)
+    false = embed_texts(model, processor, [r[3] for r in rows], progress=False)
+    return HardNegativeResult(
+        kinds=[r[1] for r in rows], images=[images[r[0]] for r in rows],
+        true_captions=[r[2] for r in rows], false_captions=[r[3] for r in rows],
+        true_scores=(img * true).sum(-1), false_scores=(img * false).sum(-1),
+    )
+
+
+# ----------------------------------------------------------------------------- losses and batch size
+
+
+def siglip_loss_chunked(image_embeds: torch.Tensor, text_embeds: torch.Tensor, logit_scale: torch.Tensor,
+                        logit_bias: torch.Tensor, chunk_size: int) -> torch.Tensor:
+    """:func:`siglip_loss` computed one block of ``chunk_size`` images at a time.
+
+    Every (text, image) pair is its own binary term, so the loss is a plain sum over blocks: no
+    block needs the others (the SigLIP paper's trick for huge batches spread over many devices,
+    each holding its own images). The softmax of :func:`clip_loss` cannot be split this way: its
+    denominator needs every negative of a row at once.
+    """
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be a positive integer, not {chunk_size!r}.")
+    total = text_embeds.new_zeros(())
+    n = len(text_embeds)
+    for start in range(0, len(image_embeds), chunk_size):
+        img = image_embeds[start:start + chunk_size]
+        block = logit_scale.exp() * text_embeds @ img.T + logit_bias  # (B, chunk)
+        labels = -torch.ones_like(block)
+        rows = torch.arange(start, start + len(img), device=block.device)
+        labels[rows, torch.arange(len(img), device=block.device)] = 1.0
+        total = total - F.logsigmoid(labels * block).sum()
+    return total / n
+
+
+def loss_by_batch_size(image_embeds: torch.Tensor, text_embeds: torch.Tensor, loss_fn,
+                       batch_sizes: Sequence[int]) -> list[float]:
+    """The mean of ``loss_fn(images, texts)`` over consecutive batches of each size in
+    ``batch_sizes``, all cut from the same ``(N, D)`` pairs (a tail shorter than the batch size
+    is dropped), so only the batch size changes between the numbers."""
+    out = []
+    for b in batch_sizes:
+        if not 1 <= b <= len(image_embeds):
+            raise ValueError(f"batch size {b} must be between 1 and the number of pairs ({len(image_embeds)}).")
+        losses = [float(loss_fn(image_embeds[s:s + b], text_embeds[s:s + b]))
+                  for s in range(0, len(image_embeds) - b + 1, b)]
+        out.append(sum(losses) / len(losses))
+    return out

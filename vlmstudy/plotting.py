@@ -285,3 +285,207 @@ def overlay_heatmap(image, heatmap, alpha: float = 0.5, cmap: str = "jet", title
         ax.set_title(title)
     fig.tight_layout()
     return fig
+
+
+def probability_panels(panels: dict, labels: Sequence[str], top: int | None = 8, title: str | None = None,
+                       show_sum: bool = True, color: str = "tab:blue", highlight: str = "tab:orange"):
+    """Several rows of probabilities over the same ``labels``, one panel each, side by side.
+
+    panels: ``{"CLIP (softmax)": probs, "SigLIP (sigmoid)": probs, ...}``, each ``(n,)``. Every
+    panel shows the same labels in the same order (the first panel's, highest first; ``top``:
+    only its best ``top``), so the panels compare bar by bar. show_sum: write each row's total
+    in its title (a softmax's is 1, independent sigmoids' need not be). Returns the figure.
+    """
+    if not isinstance(panels, dict) or not panels:
+        raise ValueError("panels must be a non-empty dict {title: probabilities}.")
+    rows = {str(k): _array(v, f"panels[{k!r}]").reshape(-1) for k, v in panels.items()}
+    n = len(next(iter(rows.values())))
+    bad = [k for k, v in rows.items() if len(v) != n]
+    if bad:
+        raise ValueError(f"every panel needs {n} values (one per label); {bad[0]!r} has {len(rows[bad[0]])}.")
+    names = _labels(labels, n, "labels", "probabilities")
+    if top is not None and (not isinstance(top, (int, np.integer)) or isinstance(top, bool) or top < 1):
+        raise ValueError(f"top must be a positive integer or None, not {top!r}.")
+    order = np.argsort(-next(iter(rows.values())), kind="stable")[: top or n]
+    fig, axes = plt.subplots(1, len(rows), figsize=(3.4 * len(rows) + 1.2, 0.8 + 0.3 * len(order)),
+                             sharey=True, squeeze=False)
+    for ax, (name, p) in zip(axes.flat, rows.items()):
+        vals = p[order]
+        best = int(np.argmax(vals))
+        ax.barh(range(len(vals)), vals, color=[highlight if i == best else color for i in range(len(vals))])
+        ax.set_xlim(0, max(1.0, float(vals.max())) * 1.15)
+        for i, v in enumerate(vals):
+            ax.text(v, i, f" {v:.2f}", va="center", fontsize=7)
+        ax.set_title(f"{name}\n(row sums to {p.sum():.3f})" if show_sum else name, fontsize=9)
+        ax.set_xlabel("probability")
+    axes.flat[0].set_yticks(range(len(order)), [names[i] for i in order], fontsize=8)
+    axes.flat[0].invert_yaxis()
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def temperature_bars(similarities, labels: Sequence[str], scales: Sequence[float] = (1.0, 10.0, 100.0),
+                     top: int | None = 8, title: str | None = None):
+    """What the temperature does: ``softmax(scale * similarities)`` of one image, one panel per
+    logit scale (scale = 1 / temperature). Small scales give nearly uniform probabilities even
+    when the best label is clear; large scales give almost all the mass to it. Returns the figure."""
+    import torch
+
+    sims = torch.as_tensor(_array(similarities, "similarities")).reshape(-1)
+    if not scales:
+        raise ValueError("scales must list at least one logit scale, for example (1, 10, 100).")
+    if any(float(s) <= 0 for s in scales):
+        raise ValueError(f"scales must be positive (scale = 1 / temperature), not {list(scales)}.")
+    panels = {f"logit scale {float(s):g} (T = {1 / float(s):.3g})": (float(s) * sims).softmax(-1).numpy()
+              for s in scales}
+    return probability_panels(panels, labels, top=top, title=title, show_sum=False)
+
+
+def curves(x, series: dict, xlabel: str = "x", ylabel: str = "value", title: str | None = None,
+           logx: bool = False, logy: bool = False, styles: dict | None = None):
+    """Line plot of several named series over the same ``x`` (markers on every point).
+
+    series: ``{"CLIP loss": values, "log(batch size)": values, ...}``, each as long as ``x``;
+    styles: optional matplotlib keyword arguments per series (``{"log(batch size)": {"ls": "--"}}``).
+    Returns the figure.
+    """
+    xs = _array(x, "x", ndim=1)
+    if not isinstance(series, dict) or not series:
+        raise ValueError("series must be a non-empty dict {name: values}.")
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    for name, values in series.items():
+        ys = _array(values, f"series[{name!r}]", ndim=1)
+        if len(ys) != len(xs):
+            plt.close(fig)
+            raise ValueError(f"series {name!r} has {len(ys)} values but x has {len(xs)}; pass one per x.")
+        ax.plot(xs, ys, marker="o", markersize=4, label=str(name), **(styles or {}).get(name, {}))
+    if logx:
+        ax.set_xscale("log", base=2)
+    if logy:
+        ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def show_hits(hits: Sequence, images: Sequence, query=None, titles: Sequence[str] | None = None,
+              scale: float = 1.9):
+    """Thumbnails of search hits, best first (see :func:`search_strip`).
+
+    hits: one query's hits, ``result[0]`` of a :class:`vlmstudy.retrieval.SearchResult`;
+    images: the indexed images in index order (each hit's ``position`` picks its image);
+    query: the query text or image; titles: one per hit (default: each hit's metadata when it is
+    a string, such as a caption). Returns the figure.
+    """
+    hits = list(hits)
+    if not hits:
+        raise ValueError("show_hits needs at least one hit; pass result[0] of a search.")
+    bad = [h.position for h in hits if not 0 <= h.position < len(images)]
+    if bad:
+        raise ValueError(f"hit position {bad[0]} is outside images (length {len(images)}); pass the images in the "
+                         f"order they were indexed.")
+    if titles is None:
+        titles = [h.metadata if isinstance(h.metadata, str) else "" for h in hits]
+    return search_strip([images[h.position] for h in hits], [h.score for h in hits], titles=titles, query=query,
+                        scale=scale)
+
+
+# --- quantization (notebook 10; data from vlmstudy.quantize) -------------------------------------
+
+_PRECISION_COLORS = {"fp32": "tab:gray", "fp16": "tab:blue", "bf16": "tab:cyan", "int8": "tab:orange",
+                     "nf4": "tab:green", "nf4-dq": "tab:olive", "dynamic-int8": "tab:red"}
+
+
+def precision_bars(rows: Sequence[dict], metrics: Sequence[tuple[str, str]] = (
+        ("footprint_mb", "footprint (MB)"), ("latency_ms", "latency per batch (ms)"), ("accuracy", "accuracy")),
+                   title: str | None = None):
+    """One panel per metric, one bar per precision: rows from :func:`vlmstudy.quantize.compare_precisions`.
+
+    Each bar is labelled with its value and, when the row has it, its ratio to the baseline
+    (``x0.18``). Rows with an ``error`` are left out. Returns the figure.
+    """
+    rows = [r for r in rows if "error" not in r]
+    if not rows:
+        raise ValueError("precision_bars needs at least one measured row (every row has an 'error').")
+    missing = [k for k, _ in metrics if any(k not in r for r in rows)]
+    if missing:
+        raise ValueError(f"rows lack {missing[0]!r}; pass rows from vlmstudy.quantize.compare_precisions().")
+    ratio_of = {"footprint_mb": "size_ratio", "latency_ms": "latency_ratio"}
+    names = [r["precision"] for r in rows]
+    fig, axes = plt.subplots(1, len(metrics), figsize=(3.6 * len(metrics), 3.4), squeeze=False)
+    for ax, (key, label) in zip(axes[0], metrics):
+        vals = [float(r[key]) for r in rows]
+        bars = ax.bar(range(len(rows)), vals, color=[_PRECISION_COLORS.get(n, "tab:purple") for n in names])
+        ax.set_xticks(range(len(rows)), names, rotation=35, ha="right", fontsize=8)
+        ax.set_title(label, fontsize=10)
+        ax.set_ylim(0, max(vals) * 1.25 if max(vals) > 0 else 1)
+        for bar, r, v in zip(bars, rows, vals):
+            text = f"{v:.3g}" if key != "accuracy" else f"{v:.3f}"
+            if ratio_of.get(key) in r:
+                text += f"\nx{r[ratio_of[key]]:.2f}"
+            ax.text(bar.get_x() + bar.get_width() / 2, bar.get_height(), text, ha="center", va="bottom", fontsize=7)
+        ax.grid(axis="y", alpha=0.3)
+    if title:
+        fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+def estimate_bars(rows: Sequence[dict], precisions: Sequence[str] = ("fp16", "int8", "nf4-dq"), log: bool = True,
+                  title: str | None = None, limits: Sequence[tuple[float, str]] = ((8, "8 GB"), (24, "24 GB"))):
+    """Grouped bars: estimated GB of each real architecture at each precision (rows from
+    :func:`vlmstudy.quantize.estimate_table`), with dashed lines at common memory sizes. Returns the figure."""
+    rows = list(rows)
+    if not rows:
+        raise ValueError("estimate_bars needs at least one row from vlmstudy.quantize.estimate_table().")
+    missing = [p for p in precisions if any(p not in r for r in rows)]
+    if missing:
+        raise ValueError(f"rows have no {missing[0]!r} column; call estimate_table(precisions=...) with it.")
+    width = 0.8 / len(precisions)
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(rows) + 2), 3.8))
+    for i, p in enumerate(precisions):
+        xs = [j + (i - (len(precisions) - 1) / 2) * width for j in range(len(rows))]
+        ax.bar(xs, [r[p] for r in rows], width, label=p, color=_PRECISION_COLORS.get(p, "tab:purple"))
+    for value, label in limits:
+        ax.axhline(value, color="k", ls="--", lw=0.8, alpha=0.6)
+        ax.text(len(rows) - 0.5, value, f" {label}", va="bottom", ha="right", fontsize=8)
+    ax.set_xticks(range(len(rows)), [r["model"] for r in rows], rotation=20, ha="right", fontsize=9)
+    ax.set_ylabel("GB (weights + scales)")
+    if log:
+        ax.set_yscale("log")
+    ax.legend(fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    if title:
+        ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def gpu_bars(table: dict, title: str | None = None):
+    """Memory and tokens/s per precision of :func:`vlmstudy.quantize.gpu_results`, titled with its
+    ``source`` (measured here, or the reference figures). Returns the figure."""
+    rows = [r for r in table.get("rows", []) if "skipped" not in r]
+    if not rows:
+        raise ValueError("gpu_bars needs a table with measured rows (vlmstudy.quantize.gpu_results()).")
+    names = [r["precision"] for r in rows]
+    colors = [_PRECISION_COLORS.get(n, "tab:purple") for n in names]
+    fig, axes = plt.subplots(1, 2, figsize=(8, 3.4))
+    for ax, key, label, fmt in ((axes[0], "memory_footprint_gb", "get_memory_footprint (GB)", "{:.2f}"),
+                                (axes[1], "tokens_per_s", "generate bs1 (tokens/s)", "{:.1f}")):
+        vals = [float(r[key]) for r in rows]
+        bars = ax.bar(names, vals, color=colors)
+        for bar, v in zip(bars, vals):
+            ax.text(bar.get_x() + bar.get_width() / 2, v, fmt.format(v), ha="center", va="bottom", fontsize=8)
+        ax.set_title(label, fontsize=10)
+        ax.set_ylim(0, max(vals) * 1.2)
+        ax.grid(axis="y", alpha=0.3)
+    fig.suptitle(title or f"LLaVA-1.5-7B, {table.get('device', '?')}\n{table.get('source', '')}", fontsize=9)
+    fig.tight_layout()
+    return fig

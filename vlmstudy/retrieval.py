@@ -46,6 +46,7 @@ from .errors import ConfigError, VlmStudyError
 __all__ = [
     "BACKENDS", "METRICS", "Hit", "SearchResult", "ImageIndex", "RetrievalError", "EmptyIndexError",
     "DimensionMismatchError", "exact_topk", "clustered_vectors", "build_image_index", "search_text", "search_image",
+    "with_backend", "caption_recall", "RetrievedAnswer", "question_prompt", "retrieve_then_answer",
 ]
 
 BACKENDS = ("exact", "faiss")
@@ -596,3 +597,102 @@ def search_image(index: ImageIndex, model, processor, image, k: int = 5) -> Sear
 
     images = list(image) if isinstance(image, (list, tuple)) else [image]
     return index.search(embed_images(model, processor, images, progress=False), k)
+
+
+def with_backend(index: ImageIndex, backend: str, nlist: int | None = None, nprobe: int | None = None) -> ImageIndex:
+    """A new index holding the same vectors, ids and metadata as ``index``, searched with another
+    ``backend`` (``"exact"`` or ``"faiss"``; for faiss, ``nlist`` cells of which ``nprobe`` are
+    scanned, automatic when None). Nothing is embedded again."""
+    if len(index) == 0:
+        raise EmptyIndexError("The index is empty: add vectors first with index.add(embeddings).")
+    out = ImageIndex(dim=index.dim, backend=backend, metric=index.metric, chunk_size=index.chunk_size,
+                     nlist=nlist, nprobe=nprobe)
+    return out.add(index.vectors, ids=index.ids, metadata=index.metadata)
+
+
+def caption_recall(index: ImageIndex, model, processor, k: int = 1) -> float:
+    """Text -> image recall@k of an index whose metadata are the images' captions: each stored
+    caption is a query, and it counts as found when one of its top ``k`` hits has that caption
+    (two images with the same caption cannot be told apart by text, so either is right)."""
+    captions = index.metadata
+    if not captions or not all(isinstance(c, str) for c in captions):
+        raise RetrievalError("caption_recall needs an index whose metadata are the images' captions (strings).")
+    result = search_text(index, model, processor, captions, k=k)
+    return sum(c in row for c, row in zip(captions, result.metadata)) / len(captions)
+
+
+# ----------------------------------------------------------------------------- retrieve, then answer
+
+
+@dataclass
+class RetrievedAnswer:
+    """What :func:`retrieve_then_answer` found: the ``hits`` for ``query`` (best first), the
+    best ``image``, the ``prompt`` the generator got and its ``answer``."""
+
+    query: str
+    question: str
+    hits: list[Hit]
+    image: Any
+    prompt: str | None
+    answer: str
+
+    @property
+    def hit(self) -> Hit:
+        return self.hits[0]
+
+    def __repr__(self) -> str:
+        return (f"RetrievedAnswer(query={self.query!r}, best image #{self.hit.position} "
+                f"(score {self.hit.score:.3f}), question={self.question!r}, answer={self.answer!r})")
+
+
+def question_prompt(model, processor, question: str) -> str | None:
+    """``question`` in the prompt format of a generative model: the chat template for LLaVA,
+    ``"Question: ... Answer:"`` for BLIP-2, the bare question for BLIP-VQA and InstructBLIP,
+    and no prompt (a caption) for the BLIP captioner."""
+    from .generation import CHAT_FAMILIES, chat_prompt, family
+
+    fam = family(model)
+    if fam in CHAT_FAMILIES:
+        return chat_prompt(processor, [(question, None)])
+    if fam == "blip2":
+        from .zoo.train_generative import BLIP2_VQA_PROMPT  # the format the stand-in was trained on
+
+        return BLIP2_VQA_PROMPT.format(question)
+    if fam == "blip-caption":
+        return None
+    if fam in ("clip", "siglip"):
+        raise RetrievalError(f"a {fam} model cannot answer questions; pass a generative model as the generator "
+                             f"(for example vlmstudy.load('blip-vqa')).")
+    return question
+
+
+def retrieve_then_answer(index: ImageIndex, query: str, question: str, retriever: tuple, generator: tuple,
+                         images: Sequence | None = None, k: int = 3) -> RetrievedAnswer:
+    """Retrieval-augmented answering in two steps: search ``index`` for the image that best
+    matches the text ``query`` (with ``retriever = (model, processor)``, the dual encoder that
+    built the index), then ask ``question`` about that image with ``generator = (model,
+    processor)``, a captioning / VQA / chat model.
+
+    images: the indexed images in index order (default: each hit's metadata, read as a path).
+    k: how many hits to keep in the result (only the best one is answered about).
+    """
+    from .generation import generate_text
+    from .images import load_image
+
+    result = search_text(index, *retriever, query, k=k)
+    hits = result[0]
+    best = hits[0]
+    if images is not None:
+        if len(images) != len(index):
+            raise RetrievalError(f"images has {len(images)} entries but the index holds {len(index)}; "
+                                 f"pass the images in the order they were indexed.")
+        image = images[best.position]
+    elif isinstance(best.metadata, (str, Path)) and Path(best.metadata).is_file():
+        image = load_image(best.metadata)
+    else:
+        raise RetrievalError(f"The best hit's metadata ({best.metadata!r}) is not an image file: pass "
+                             f"images=[...] with the indexed images in index order.")
+    model, processor = generator
+    prompt = question_prompt(model, processor, question)
+    answer = generate_text(model, processor, [image], [prompt])[0]
+    return RetrievedAnswer(query=query, question=question, hits=hits, image=image, prompt=prompt, answer=answer)

@@ -1,0 +1,168 @@
+# %% [markdown]
+# # 03 · SigLIP: the sigmoid loss, and CLIP vs SigLIP
+#
+# **Objective.** By the end of this notebook you can write SigLIP's sigmoid loss yourself and
+# check it against the library's, compare SigLIP with CLIP on the same test set, explain why
+# SigLIP's zero-shot probabilities need not sum to 1, and say what the batch size does to each
+# loss.
+#
+# SigLIP ([Zhai et al., 2023](https://arxiv.org/abs/2303.15343)) keeps CLIP's architecture, two
+# encoders and a cosine similarity, and changes only the loss: instead of asking "which of the
+# $B$ texts in this batch belongs to this image?" (a softmax over the batch), it asks $B^2$
+# separate yes/no questions, "do this image and this text match?" (one sigmoid per pair).
+
+# %%
+import inspect
+
+import torch
+
+import vlmstudy
+from vlmstudy import contrastive, plotting, shapes
+from vlmstudy.zoo.evaluate import ALL_CLASSES
+
+vlmstudy.seed_everything(0)
+clip, clip_processor = vlmstudy.load("openai/clip-vit-base-patch32")
+siglip, siglip_processor = vlmstudy.load("google/siglip-base-patch16-224")
+print(type(clip).__name__, "and", type(siglip).__name__, "in", vlmstudy.get_mode(), "mode")
+
+# %% [markdown]
+# ## The sigmoid loss, from scratch
+#
+# With unit vectors $x_i$ (images), $y_j$ (texts), a learned scale $s = e^t$ and a learned
+# **bias** $b$, every pair gets a logit $z_{ij} = s\, x_i \cdot y_j + b$ and a label
+# $\ell_{ij} = +1$ if $i = j$ (a match), $-1$ otherwise. The loss is a binary logistic loss on
+# every pair, $-\log \sigma(\ell_{ij} z_{ij})$, summed over the images of each text and averaged
+# over the texts. The bias matters: in a batch of $B$ there is one positive per row and $B - 1$
+# negatives, so the model starts with a strongly negative bias ($-10$) to say "no" by default.
+
+# %%
+print(inspect.getsource(contrastive.siglip_loss))
+print(f"this model: scale {siglip.logit_scale.exp().item():.2f}, bias {siglip.logit_bias.item():.2f}")
+
+# %% [markdown]
+# `SiglipModel` computes the same loss when asked with `return_loss=True`:
+
+# %%
+batch = shapes.make_scenes("test", 16, seed=1)
+inputs = contrastive.pair_inputs(siglip, siglip_processor, [s.render() for s in batch], [s.caption for s in batch])
+with torch.no_grad():
+    out = siglip(**inputs, return_loss=True)
+    ours = contrastive.siglip_loss(out.image_embeds, out.text_embeds, siglip.logit_scale, siglip.logit_bias)
+print(f"SiglipModel loss: {float(out.loss):.6f}   ours: {float(ours):.6f}")
+
+# %% [markdown]
+# ## CLIP and SigLIP on the same test set
+#
+# Both stand-ins were trained on the same ShapesWorld data with the same budget; only the
+# loss differs. Zero-shot accuracy over the 48 colour-shape classes, on 200 ordinary test images
+# and on 200 images of colour-shape pairs that were **held out** of training (each colour and
+# each shape was seen, never together):
+
+# %%
+splits = {split: contrastive.labelled_images(split, n=200, seed=0) for split in ("test", "heldout")}
+models = {"CLIP": (clip, clip_processor), "SigLIP": (siglip, siglip_processor)}
+results = {name: {split: contrastive.zero_shot_accuracy(*mp, images, truths, ALL_CLASSES)
+                  for split, (images, truths) in splits.items()} for name, mp in models.items()}
+print(f"{'':<8}{'test':>8}{'held-out':>10}")
+for name, accs in results.items():
+    print(f"{name:<8}{accs['test']:>8.3f}{accs['heldout']:>10.3f}")
+
+# %% [markdown]
+# Do not read a winner into a few points: 200 images give about ±3 points of noise, and the
+# SigLIP paper's claim is about *training* (the sigmoid loss trains better at small batch
+# sizes, and is cheaper at large ones), not about a fundamentally better model. What differs
+# in kind is what the probabilities mean.
+#
+# ## Probabilities: a softmax over labels, or a sigmoid per label
+#
+# CLIP's zero-shot probabilities come from a softmax over the candidate labels: they sum to 1
+# and say "which of *these* labels fits best". SigLIP scores each label on its own with a
+# sigmoid: "does this label fit, yes or no?", and the row need not sum to anything.
+
+# %%
+image, truth = splits["test"][0][0], splits["test"][1][0]
+clip_probs = contrastive.zero_shot(clip, clip_processor, [image], ALL_CLASSES)[0]
+siglip_probs = contrastive.zero_shot(siglip, siglip_processor, [image], ALL_CLASSES)[0]
+fig = vlmstudy.show_images([image], [f"true: {truth}"], scale=1.6)
+fig = plotting.probability_panels({"CLIP (softmax)": clip_probs, "SigLIP (sigmoid)": siglip_probs},
+                                  ALL_CLASSES, top=8, title="zero-shot probabilities for one image")
+
+# %% [markdown]
+# The consequence: a SigLIP probability does not depend on which *other* labels you offer.
+# Remove all candidates but three and SigLIP's score for the true label stays the same, while
+# CLIP's grows, because the softmax shares the mass among fewer labels.
+
+# %%
+few = [truth] + [label for label in ALL_CLASSES if label != truth][:2]
+clip_few = contrastive.zero_shot(clip, clip_processor, [image], few)[0]
+siglip_few = contrastive.zero_shot(siglip, siglip_processor, [image], few)[0]
+k = ALL_CLASSES.index(truth)
+print(f"p({truth!r})   with 48 labels   with 3 labels")
+print(f"CLIP        {clip_probs[k]:>14.4f}   {clip_few[0]:>13.4f}")
+print(f"SigLIP      {siglip_probs[k]:>14.4f}   {siglip_few[0]:>13.4f}")
+
+# %% [markdown]
+# ## What the batch size does to the two losses
+#
+# Contrastive models are trained with huge batches (CLIP: 32 768 pairs), because every other
+# pair in the batch is a free negative. We cannot train at several batch sizes on a laptop, but
+# we can take one fixed set of 256 test pairs, embed it with each model, cut it into batches of
+# size $B$ and look at the loss. Only $B$ changes.
+
+# %%
+pairs = list({s.caption: s for s in shapes.make_scenes("test", 320, seed=5)}.values())[:256]
+pair_images, pair_texts = [s.render() for s in pairs], [s.caption for s in pairs]
+clip_img = contrastive.embed_images(clip, clip_processor, pair_images)
+clip_txt = contrastive.embed_texts(clip, clip_processor, pair_texts)
+sig_img = contrastive.embed_images(siglip, siglip_processor, pair_images)
+sig_txt = contrastive.embed_texts(siglip, siglip_processor, pair_texts)
+sizes = [2, 4, 8, 16, 32, 64, 128, 256]
+with torch.no_grad():
+    clip_curve = contrastive.loss_by_batch_size(
+        clip_img, clip_txt, lambda i, t: contrastive.clip_loss(i, t, clip.logit_scale), sizes)
+    sig_curve = contrastive.loss_by_batch_size(
+        sig_img, sig_txt, lambda i, t: contrastive.siglip_loss(i, t, siglip.logit_scale, siglip.logit_bias), sizes)
+fig = plotting.curves(sizes, {"CLIP loss (softmax)": clip_curve,
+                              "log B: CLIP loss of a random guess": torch.tensor(sizes).float().log(),
+                              "SigLIP loss (sigmoid, summed per text)": sig_curve,
+                              "SigLIP loss / B (per pair)": [v / b for v, b in zip(sig_curve, sizes)]},
+                      xlabel="batch size B", ylabel="loss", logx=True, title="same embeddings, different batch sizes",
+                      styles={"log B: CLIP loss of a random guess": {"ls": "--", "color": "gray"}})
+
+# %% [markdown]
+# How to read it:
+#
+# * **CLIP**: each image must find its text among $B$ candidates, so a bigger batch is a harder
+#   test and the loss grows with $B$, while a model that guesses scores $\log B$. A CLIP loss is
+#   only comparable to another at the same batch size.
+# * **SigLIP**: the loss adds one term per pair, so summed per text it grows with $B$ too, but
+#   every term is a separate yes/no question. Per pair, the value settles as $B$ grows: it is an
+#   average over pairs, and the batch only decides which pairs are in it.
+#
+# That independence is what makes the sigmoid loss cheap at scale: it can be computed one
+# block of images at a time, each block (on its own device, say) needing only its own images,
+# and the blocks simply add up. A softmax cannot be split this way: its denominator needs every
+# negative of a row at once.
+
+# %%
+with torch.no_grad():
+    full = contrastive.siglip_loss(sig_img, sig_txt, siglip.logit_scale, siglip.logit_bias)
+    blocked = contrastive.siglip_loss_chunked(sig_img, sig_txt, siglip.logit_scale, siglip.logit_bias, chunk_size=64)
+    clip_full = contrastive.clip_loss(clip_img, clip_txt, clip.logit_scale)
+    clip_blocks = contrastive.loss_by_batch_size(clip_img, clip_txt,
+                                                 lambda i, t: contrastive.clip_loss(i, t, clip.logit_scale), [64])[0]
+print(f"SigLIP, 256 pairs at once: {float(full):.5f}   in 4 blocks of 64 images: {float(blocked):.5f}")
+print(f"CLIP,   256 pairs at once: {float(clip_full):.5f}   mean of 4 batches of 64: {clip_blocks:.5f}")
+
+# %% [markdown]
+# ## Check yourself
+
+# %%
+assert torch.allclose(ours, out.loss, atol=1e-5), "siglip_loss must equal SiglipModel's own loss"
+assert torch.allclose(clip_probs.sum(), torch.tensor(1.0), atol=1e-5), "CLIP's softmax row sums to 1"
+assert torch.allclose(siglip_few[0], siglip_probs[k], atol=1e-5), "a SigLIP probability ignores the other labels"
+assert clip_few[0] >= clip_probs[k] - 1e-6, "fewer labels to share it with: CLIP's probability can only grow"
+assert torch.allclose(blocked, full, atol=1e-4), "the sigmoid loss adds up over blocks"
+assert clip_curve[-1] > clip_curve[0], "the CLIP loss grows with the batch size"
+assert results["SigLIP"]["test"] > 0.8, f"SigLIP zero-shot accuracy {results['SigLIP']['test']:.3f} should be over 0.8"
+print("All checks passed: on to 04, image search.")
