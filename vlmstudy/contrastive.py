@@ -106,6 +106,7 @@ def clip_loss(image_embeds: torch.Tensor, text_embeds: torch.Tensor, logit_scale
     logit_scale: the log temperature (a scalar). Each image must pick its text among the B texts
     (cross-entropy over a row) and each text its image (over a column); the loss is the mean.
     """
+    logit_scale = logit_scale.to(text_embeds.device)  # a model's parameter may sit on the GPU
     logits_per_text = logit_scale.exp() * text_embeds @ image_embeds.T  # (B, B)
     target = torch.arange(len(text_embeds), device=text_embeds.device)
     return (F.cross_entropy(logits_per_text, target) + F.cross_entropy(logits_per_text.T, target)) / 2
@@ -119,6 +120,7 @@ def siglip_loss(image_embeds: torch.Tensor, text_embeds: torch.Tensor, logit_sca
     diagonal, -1 elsewhere. No softmax over the batch, so no all-to-all normalisation. Returns the
     summed negative log-likelihood per text, averaged over the batch (as ``SiglipModel`` does).
     """
+    logit_scale, logit_bias = logit_scale.to(text_embeds.device), logit_bias.to(text_embeds.device)
     logits_per_text = logit_scale.exp() * text_embeds @ image_embeds.T + logit_bias  # (B, B)
     labels = 2 * torch.eye(len(text_embeds), device=text_embeds.device) - 1
     return -F.logsigmoid(labels * logits_per_text).sum(dim=-1).mean()
@@ -280,6 +282,7 @@ def siglip_loss_chunked(image_embeds: torch.Tensor, text_embeds: torch.Tensor, l
     """
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive integer, not {chunk_size!r}.")
+    logit_scale, logit_bias = logit_scale.to(text_embeds.device), logit_bias.to(text_embeds.device)
     total = text_embeds.new_zeros(())
     n = len(text_embeds)
     for start in range(0, len(image_embeds), chunk_size):
