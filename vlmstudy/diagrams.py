@@ -159,10 +159,10 @@ def _draw(ax, diagram: Diagram) -> None:
     ax.set_title(f"{diagram.title} ({diagram.models})\n{diagram.idea}", fontsize=9)
 
 
-def _legend(fig) -> None:
+def _legend(fig, ncol: int = 7) -> None:
     handles = [Patch(facecolor=c, edgecolor="#444444", label=label) for c, label in KINDS.values()]
     handles.append(Patch(facecolor="white", edgecolor="#444444", hatch="//", label="frozen"))
-    fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, frameon=False)
+    fig.legend(handles=handles, loc="lower center", ncol=ncol, fontsize=8, frameon=False)
 
 
 def draw_family(name: str, ax=None):
@@ -170,10 +170,10 @@ def draw_family(name: str, ax=None):
     model name (``"llava"``). Draws into ``ax`` if given; returns the figure."""
     diagram = _family(name)
     if ax is None:
-        fig, ax = plt.subplots(figsize=(6.5, 4.4))
+        fig, ax = plt.subplots(figsize=(7.0, 5.0))
         _draw(ax, diagram)
-        _legend(fig)
-        fig.tight_layout(rect=(0, 0.06, 1, 1))
+        _legend(fig, ncol=4)
+        fig.tight_layout(rect=(0, 0.1, 1, 0.97))
         return fig
     _draw(ax, diagram)
     return ax.figure
