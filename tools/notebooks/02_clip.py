@@ -118,9 +118,10 @@ print(f"\nsingle prompt {single:.3f} -> ensemble of {len(shapes.PROMPT_TEMPLATES
 # ## The contrastive loss, from scratch
 #
 # A batch holds $B$ matching pairs. With unit vectors $x_i$ (images) and $y_j$ (texts) and the
-# scale $s = e^t$ (where $t$ is the model's `logit_scale`), the logits are $L_{ij} = s\, x_i \cdot y_j$. Each image
-# must pick its own text among the $B$ texts (a cross-entropy over row $i$ with target $i$),
-# and each text its own image (over column $j$); the loss is the mean of the two. Every other
+# scale $s = e^t$ (where $t$ is the model's `logit_scale`), the logits are
+# $L_{ij} = s\, x_i \cdot y_j$. Each image must pick its own text among the $B$ texts (a
+# cross-entropy over row $i$ with target $i$), and each text its own image (over column $j$);
+# the loss is the mean of the two. Every other
 # pair in the batch serves as a negative: no labels are needed beyond "these two go together".
 
 # %%
