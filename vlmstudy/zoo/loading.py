@@ -99,6 +99,7 @@ def load(
     mode: str | None = None,
     device: str | None = None,
     dtype: torch.dtype | str | None = None,
+    quantization: str | None = None,
     **model_kwargs,
 ):
     """Load a model and its processor: ``model, processor = load("openai/clip-vit-base-patch32")``.
@@ -108,7 +109,14 @@ def load(
     :mod:`vlmstudy.settings` (fp16 on CUDA, fp32 elsewhere). Extra keyword arguments go to
     ``from_pretrained``. Weights load from safetensors only and remote code is never run unless
     ``trust_remote_code=True`` is passed on purpose.
+    quantization: a precision ("fp16", "bf16", "int8", "nf4", "nf4-dq" or "dynamic-int8"): the
+    ``from_pretrained`` arguments come from :func:`vlmstudy.quantize.preset` (see
+    :func:`vlmstudy.quantize.load_quantized`).
     """
+    if quantization is not None:
+        from ..quantize import load_quantized
+
+        return load_quantized(name, quantization, mode=mode, device=device, dtype=dtype, **model_kwargs)
     source, card = resolve_source(name, mode)
     device = device or settings.get_device()
     if isinstance(dtype, str):
