@@ -255,7 +255,7 @@ def test_compare_precisions_rows_and_ratios(monkeypatch):
 
     def fake(name, precision, **kw):
         if precision == "bf16":
-            raise ConfigError("not here")
+            raise quantize.PrecisionUnavailable("not here")
         return original(name, precision, **kw)
 
     monkeypatch.setattr(quantize, "measure_precision", fake)

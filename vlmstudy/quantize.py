@@ -635,9 +635,22 @@ def _generative_task(model, processor, n: int, batch_size: int, seed: int):
     def run(ix):
         return generate_text(model, processor, [images[i] for i in ix], [prompts[i] for i in ix])
 
-    def batch():  # a fixed amount of work: exactly LATENCY_NEW_TOKENS new tokens per question
-        generate_text(model, processor, images[:batch_size], prompts[:batch_size],
-                      max_new_tokens=LATENCY_NEW_TOKENS, min_new_tokens=LATENCY_NEW_TOKENS)
+    # the latency batch calls generate itself, to force a fixed amount of work: exactly
+    # LATENCY_NEW_TOKENS new tokens per question (left-padded, as for any batched decoder-only model)
+    tok = processor.tokenizer
+    side, tok.padding_side = tok.padding_side, "left"
+    try:
+        enc = processor(images=images[:batch_size], text=prompts[:batch_size], padding=True, return_tensors="pt")
+    finally:
+        tok.padding_side = side
+    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+    enc = {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in enc.items()}
+    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+
+    @torch.no_grad()
+    def batch():
+        model.generate(**enc, max_new_tokens=LATENCY_NEW_TOKENS, min_new_tokens=LATENCY_NEW_TOKENS, do_sample=False,
+                       num_beams=1, pad_token_id=pad)
 
     def accuracy():
         preds = []
@@ -647,6 +660,10 @@ def _generative_task(model, processor, n: int, batch_size: int, seed: int):
         return acc, "first_turn_accuracy", {"first_turn_accuracy": acc}
 
     return batch, accuracy, f"generate {LATENCY_NEW_TOKENS} tokens (greedy) for a batch of {batch_size} questions"
+
+
+class PrecisionUnavailable(ConfigError):
+    """This precision cannot be loaded here (no bitsandbytes and no fallback, no quantized engine)."""
 
 
 def measure_precision(name: str, precision: str, n: int = 200, batch_size: int = 32, repeats: int = 3,
@@ -665,7 +682,10 @@ def measure_precision(name: str, precision: str, n: int = 200, batch_size: int =
     precision = check_precision(precision)
     seed_everything(seed)
     start = time.perf_counter()
-    model, processor = load_quantized(name, precision, mode=mode, device="cpu")
+    try:
+        model, processor = load_quantized(name, precision, mode=mode, device="cpu")
+    except ConfigError as err:
+        raise PrecisionUnavailable(str(err)) from None
     load_s = time.perf_counter() - start
     loaded = footprint_breakdown(model)  # before any forward pass: see the note on CPU repacking in footprint()
     family = FAMILIES.get(type(model).__name__, "")
@@ -710,7 +730,7 @@ def compare_precisions(name: str = "clip", precisions: Sequence[str] | None = No
             try:
                 row = measure_precision(name, precision, n=n, batch_size=batch_size, repeats=repeats, seed=seed,
                                         mode=mode)
-            except ConfigError as err:
+            except PrecisionUnavailable as err:
                 row = {"model": name, "precision": precision, "label": precision, "error": str(err)}
             row["threads"] = torch.get_num_threads()
             rows.append(row)
