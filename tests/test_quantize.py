@@ -353,3 +353,9 @@ def test_gpu_bench_small_runs_on_cpu(tmp_path, restore_threads, capsys):
     # a CPU --small run never stands in for the GPU table
     assert quantize.gpu_results(out)["source"].startswith("reference")
     assert "tok/s" in capsys.readouterr().out
+
+
+def test_estimate_by_hub_id_and_offline_error():
+    assert quantize.estimate("llava-hf/llava-1.5-7b-hf", "fp16") == quantize.estimate("llava", "fp16")
+    with pytest.raises(vlmstudy.ModelUnavailableError, match="not in the course's zoo"):
+        quantize.estimate("someone/not-a-zoo-model", "fp16")  # offline in the tests: no config.json to read

@@ -401,7 +401,15 @@ def _build_meta_model(name_or_config, dtype: torch.dtype):
             config, cls = real_config(card.name), getattr(transformers, card.model_class)
             label = card.hub_id
         else:
-            config = transformers.AutoConfig.from_pretrained(label)  # config.json only: a few KB
+            try:
+                config = transformers.AutoConfig.from_pretrained(label)  # config.json only: a few KB
+            except (OSError, ValueError) as err:
+                from .errors import ModelUnavailableError
+
+                raise ModelUnavailableError(
+                    f"{label!r} is not in the course's zoo and its config.json could not be read ({type(err).__name__}). "
+                    f"Use a zoo name ({', '.join(c.name for c in _cards())}), go online once so the config is "
+                    f"cached, or pass a transformers config object.") from None
             cls = _class_for(config)
     old = torch.get_default_dtype()
     torch.set_default_dtype(dtype if dtype.is_floating_point else torch.float32)
@@ -411,6 +419,12 @@ def _build_meta_model(name_or_config, dtype: torch.dtype):
     finally:
         torch.set_default_dtype(old)
     return model, label
+
+
+def _cards():
+    from .zoo.registry import CARDS
+
+    return CARDS
 
 
 def _class_for(config):
