@@ -154,6 +154,11 @@ print("left unquantized by default:", quantize.skipped_modules(nf4_model))
 # The last line is transformers' rule for what bitsandbytes leaves alone: tied weights, the output
 # embedding and the module holding the model's last parameter (here CLIP's `text_projection`), plus
 # any `llm_int8_skip_modules` you pass.
+#
+# One CPU detail: on processors with AVX512-BF16, bitsandbytes repacks each 4-bit layer at its
+# first call into a layout its CPU kernel prefers, with bf16 scales, and undoes double
+# quantization on the way. That is why `compare_precisions` measures the footprint right after
+# loading, and why nf4 and nf4-dq end up the same size on such a CPU once they have run.
 
 # %% [markdown]
 # ## The real models, estimated without downloading them
