@@ -23,6 +23,7 @@ from .zoo import CARDS, get_card, load, model_names
 from .zoo.table import zoo_table
 from . import contrastive, diagrams, plotting, retrieval, shapes  # noqa: E402  (modules the notebooks use by name)
 from . import quantize  # noqa: E402  (precision presets, footprints, estimates: notebook 10)
+from . import attention  # noqa: E402  (cross-attention from scratch, attention maps, pointing game: notebook 09)
 from .plotting import show_images, set_figsize
 from .shapes import show_scenes
 
@@ -35,6 +36,7 @@ __all__ = [
     # modules
     "shapes", "contrastive", "plotting", "retrieval", "diagrams",
     "quantize",
+    "attention",
     # plotting
     "show_images", "set_figsize", "show_scenes",
     # images

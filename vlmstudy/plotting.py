@@ -489,3 +489,87 @@ def gpu_bars(table: dict, title: str | None = None):
     fig.suptitle(title or f"LLaVA-1.5-7B, {table.get('device', '?')}\n{table.get('source', '')}", fontsize=9)
     fig.tight_layout()
     return fig
+
+
+# --- attention maps (notebook 09; maps from vlmstudy.attention) ----------------------------------
+
+def heatmap_grid(images, maps, titles: Sequence[str] | None = None, cols: int | None = None, alpha: float = 0.5,
+                 cmap: str = "jet", scale: float = 1.8, title: str | None = None, show_image: bool = False):
+    """Several patch-resolution maps ``(n, h, w)`` overlaid on their images, one panel each.
+
+    images: one image for every map (a word's map on the same picture) or one per map. Each map
+    is upsampled bilinearly and scaled to [0, 1] as in :func:`overlay_heatmap`; its peak is
+    marked with a white ``+``. show_image: a first panel with the bare image. Returns the figure.
+    """
+    m = _array(maps, "maps")
+    if m.ndim == 2:
+        m = m[None]
+    if m.ndim != 3:
+        raise ValueError(f"maps must be (n, h, w) (one map per panel), not shape {m.shape}.")
+    if isinstance(images, (list, tuple)):
+        imgs = [_image_array(im) for im in images]
+    else:
+        imgs = [_image_array(images)]
+    if len(imgs) not in (1, len(m)):
+        raise ValueError(f"got {len(imgs)} images for {len(m)} maps; pass one image, or one per map.")
+    imgs = imgs * len(m) if len(imgs) == 1 else imgs
+    if titles is not None:
+        titles = _labels(titles, len(m), "titles", "maps")
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float, np.floating)) or not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be a number between 0 (image only) and 1 (map only), not {alpha!r}.")
+    n = len(m) + int(show_image)
+    cols = cols or min(n, 6)
+    rows = math.ceil(n / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * scale, rows * (scale + 0.3)), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    panels = list(axes.flat)
+    if show_image:
+        panels.pop(0).imshow(imgs[0])
+        axes.flat[0].set_title("image", fontsize=9)
+    for i, (ax, img, heat) in enumerate(zip(panels, imgs, m)):
+        up = upsample_heatmap(heat, img.shape[:2])
+        lo, hi = float(up.min()), float(up.max())
+        up = (up - lo) / (hi - lo) if hi > lo else np.zeros_like(up)
+        ax.imshow(img)
+        ax.imshow(up, cmap=cmap, alpha=float(alpha), vmin=0.0, vmax=1.0)
+        r, c = np.unravel_index(int(np.argmax(up)), up.shape)
+        ax.plot([c], [r], marker="+", color="white", markersize=10, markeredgewidth=2)
+        if titles is not None and titles[i]:
+            ax.set_title("\n".join(textwrap.wrap(titles[i], 22)), fontsize=9)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def pointing_bars(rows: Sequence[dict], title: str | None = None):
+    """Pointing-game accuracy per method (rows of :func:`vlmstudy.attention.pointing_game_table`),
+    with 95% intervals where the rows have them and the chance level as a dashed line. Methods
+    that read the text are blue, text-blind baselines grey. Returns the figure."""
+    rows = [r for r in rows if r.get("hits") is not None]
+    if not rows:
+        raise ValueError("pointing_bars needs at least one scored row from pointing_game_table().")
+    names = [r["method"] for r in rows]
+    acc = np.array([float(r["accuracy"]) for r in rows])
+    colors = ["tab:blue" if r.get("text_conditioned", True) else "tab:gray" for r in rows]
+    fig, ax = plt.subplots(figsize=(7, 0.7 + 0.45 * len(rows)))
+    ys = np.arange(len(rows))
+    err = None
+    if all(r.get("ci95") for r in rows):
+        err = np.array([[a - r["ci95"][0], r["ci95"][1] - a] for a, r in zip(acc, rows)]).T
+    ax.barh(ys, acc, xerr=err, color=colors, capsize=3)
+    for y, a in zip(ys, acc):
+        ax.text(min(a + 0.02, 0.93), y, f"{a:.2f}", va="center", fontsize=8)
+    chance = float(np.mean([r["chance"] for r in rows]))
+    ax.axvline(chance, color="k", ls="--", lw=1)
+    ax.text(chance, len(rows) - 0.4, f" chance {chance:.2f}", fontsize=8, va="bottom")
+    ax.set_yticks(ys, ["\n".join(textwrap.wrap(n, 34)) for n in names], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("pointing accuracy (map's peak on the named object)")
+    ax.grid(axis="x", alpha=0.3)
+    if title:
+        ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig

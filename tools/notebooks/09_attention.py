@@ -1,0 +1,254 @@
+# %% [markdown]
+# # 09 · Attention: where do vision-language models look?
+#
+# **Objective.** By the end of this notebook you can write multi-head cross-attention yourself
+# and check it against a real model's layer, pull attention weights out of CLIP, BLIP and LLaVA,
+# turn them into heatmaps over the image (raw attention, attention **rollout**, and
+# gradient-weighted **relevancy**), and measure with the **pointing game** whether a map really
+# points at the object a text names, and how much better than chance it does.
+#
+# The models are the tiny stand-ins (64 px images cut into an 8 x 8 grid of 8 px patches), so
+# every map here is 8 x 8, upsampled onto the picture. With `VLMSTUDY_MODE=hub` the same code
+# runs on the real checkpoints (ViT-B/32 at 224 px: a 7 x 7 grid).
+
+# %%
+import numpy as np
+import torch
+
+import vlmstudy
+from vlmstudy import attention, plotting, shapes
+
+vlmstudy.seed_everything(0)
+torch.set_grad_enabled(False)   # only the relevancy maps need gradients; they switch them on themselves
+clip = vlmstudy.load("clip")
+blip = vlmstudy.load("blip-caption")
+llava = vlmstudy.load("llava")
+
+scene = attention.pointing_scenes(40, seed=0, min_objects=3)[0]   # a test scene with three objects
+image = scene.render()
+print(scene.caption)
+fig = vlmstudy.show_images([scene.render(256)], [scene.caption], scale=3)
+
+# %% [markdown]
+# ## 1. Cross-attention, from scratch
+#
+# In BLIP's text decoder every layer has a **cross-attention** block: each text token (a query)
+# looks at the image encoder's 65 tokens (CLS + 64 patches) and takes a weighted average of them.
+# With `H` heads of width `d`:
+#
+# $$q = x W_q,\quad k = c\,W_k,\quad v = c\,W_v,\qquad
+#   A = \mathrm{softmax}\!\left(\frac{q k^\top}{\sqrt d}\right) \in \mathbb{R}^{H \times T \times N},\qquad
+#   \mathrm{out} = \mathrm{LayerNorm}\big(x + W_o\,[A v]_{\text{heads concatenated}}\big)$$
+#
+# `x` (B, T, D) are the text tokens' hidden states, `c` (B, N, D_img) the image tokens. Row `t`
+# of `A` is a probability distribution over the patches: *where token t looks*. The last step
+# (output projection, residual, LayerNorm) is how BERT-style blocks (BLIP, the Q-Former) wrap
+# attention.
+#
+# To check our version we need the layer's real inputs. A **forward hook** records what a module
+# receives and returns while the model runs; here, while BLIP's decoder reads the caption:
+
+# %%
+model, processor = blip
+block = model.text_decoder.bert.encoder.layer[0].crossattention   # a BlipTextAttention
+seen = []
+hook = block.register_forward_hook(lambda mod, args, kwargs, out: seen.append((args[0], kwargs, out)),
+                                   with_kwargs=True)
+pixels = processor(images=image, return_tensors="pt")["pixel_values"]
+caption_ids = processor.tokenizer(scene.caption, add_special_tokens=False).input_ids
+ids = torch.tensor([[model.config.text_config.bos_token_id] + caption_ids])
+image_tokens = model.vision_model(pixel_values=pixels)[0]          # (1, 65, 128): CLS + 8 x 8 patches
+model.text_decoder(input_ids=ids, encoder_hidden_states=image_tokens)
+hook.remove()
+x, kwargs, (library_out, library_weights) = seen[0]
+c = kwargs["encoder_hidden_states"]
+print("text tokens x:", tuple(x.shape), " image tokens c:", tuple(c.shape))
+
+# %% [markdown]
+# Now the formula, line by line, with the layer's own weights:
+
+# %%
+att, out_proj = block.self, block.output
+heads = att.num_attention_heads
+d = x.shape[-1] // heads
+
+def split_heads(t):                                  # (B, L, H*d) -> (B, H, L, d)
+    return t.view(t.shape[0], t.shape[1], heads, d).transpose(1, 2)
+
+q, k, v = split_heads(att.query(x)), split_heads(att.key(c)), split_heads(att.value(c))
+weights = (q @ k.transpose(-1, -2) / d ** 0.5).softmax(dim=-1)            # (B, H, T, N)
+context = (weights @ v).transpose(1, 2).reshape(x.shape)                  # heads concatenated
+ours = out_proj.LayerNorm(x + out_proj.dense(context))                    # projection, residual, LayerNorm
+
+print("weights:", tuple(weights.shape), " output:", tuple(ours.shape))
+print("max |ours - library| output: ", (ours - library_out).abs().max().item())
+print("max |ours - library| weights:", (weights - library_weights).abs().max().item())
+assert torch.allclose(ours, library_out, atol=1e-5) and torch.allclose(weights, library_weights, atol=1e-5)
+
+# %% [markdown]
+# The same as a reusable module: `attention.CrossAttention(dim_q, dim_kv, heads)` returns the
+# output and the weights `(B, heads, T, N)`; `CrossAttention.from_hf(layer)` copies a real layer.
+# The BLIP-2 **Q-Former** uses the same block: its 8 learned query tokens cross-attend to the
+# image in every layer (the image tokens are wider than the queries in the real BLIP-2: 1408 vs
+# 768, which is why `dim_kv` is separate).
+
+# %%
+mine = attention.CrossAttention.from_hf(block)
+out, w = mine(x, c)
+print("BLIP decoder layer 0:", (out - library_out).abs().max().item())
+
+blip2_model, blip2_processor = vlmstudy.load("blip2")
+q_block = blip2_model.qformer.encoder.layer[0].crossattention
+queries = blip2_model.query_tokens                                 # (1, 8, 128): the learned queries
+q_pixels = blip2_processor.image_processor(images=image, return_tensors="pt")["pixel_values"]
+q_image = blip2_model.vision_model(pixel_values=q_pixels)[0]
+q_library = q_block(queries, encoder_hidden_states=q_image)
+q_library = q_library[0] if isinstance(q_library, tuple) else q_library
+q_ours, q_weights = attention.CrossAttention.from_hf(q_block)(queries, q_image)
+print("Q-Former layer 0:     ", (q_ours - q_library).abs().max().item(), " weights", tuple(q_weights.shape))
+assert (out - library_out).abs().max() < 1e-5 and (q_ours - q_library).abs().max() < 1e-5
+
+# %% [markdown]
+# ## 2. CLIP: what does the CLS token look at?
+#
+# CLIP's image embedding is read from the **CLS** token after the last layer. Each layer's
+# self-attention `(heads, 65, 65)` says how much every token draws on every other; the CLS row,
+# averaged over heads, is a first heatmap. `attention.vision_attentions` returns all layers
+# (transformers returns attention weights only from its "eager" attention code; the helpers
+# switch the model to it, which changes no number).
+#
+# One layer's attention ignores what happened before it. **Attention rollout**
+# ([Abnar & Zuidema, 2020](https://arxiv.org/abs/2005.00928)) follows the information through
+# all layers: add the residual connection (`0.5 A + 0.5 I`, rows renormalised) and multiply the
+# layers' matrices.
+
+# %%
+clip_model, clip_processor = clip
+att = attention.vision_attentions(clip_model, clip_processor, [image])     # (layers, B, heads, 65, 65)
+print("attention of every layer:", tuple(att.shape))
+per_layer = np.concatenate([attention.cls_attention_map(att, layer=i) for i in range(att.shape[0])])
+rollout = attention.rollout_map(att)
+fig = plotting.heatmap_grid(image, np.concatenate([per_layer, rollout]),
+                            [f"CLS attention, layer {i}" for i in range(att.shape[0])] + ["rollout"],
+                            show_image=True)
+
+# %% [markdown]
+# Neither map knows which object you are asking about: they are the same whatever the text.
+# To ask "where is *the red circle*?" we need the text in the loop.
+#
+# ## 3. Relevancy: a map for each text
+#
+# [Chefer, Gur & Wolf (2021)](https://arxiv.org/abs/2103.15679) weight attention by its
+# gradient. Take the image-text similarity `s`; in every layer keep the parts of the attention
+# that *raise* `s`, averaged over heads, `Ā = mean_h((∂s/∂A ⊙ A)⁺)`, and accumulate them from the
+# identity: `R ← R + Ā R`. The CLS row of `R` is the map. Different texts give different maps:
+
+# %%
+texts = [shapes.object_phrase(o) for o in scene.objects] + [scene.objects[0].color, scene.objects[-1].shape]
+relevancy, sims = attention.clip_relevancy(clip_model, clip_processor, [image] * len(texts), texts,
+                                           return_scores=True)
+fig = plotting.heatmap_grid(image, relevancy, [f"'{t}'  (cos {s:.2f})" for t, s in zip(texts, sims)])
+
+# %% [markdown]
+# The white `+` marks each map's peak. A simpler gradient method, **Grad-CAM** on the tokens
+# entering CLIP's last layer, is `attention.clip_gradcam`; the pointing game below compares it.
+#
+# ## 4. BLIP: which patches does each word read?
+#
+# The captioner's cross-attention (section 1) gives, for every word, a distribution over the
+# patches. `attention.blip_word_attention` averages it over heads and layers. By default it
+# shows the step that **writes** each word (its query is the previous token); `step="read"`
+# shows the attention of the word's own position.
+
+# %%
+words = attention.blip_word_attention(*blip, image)                 # caption generated by the model
+print("caption:", words.text)
+fig = plotting.heatmap_grid(image, words.maps, words.tokens, cols=7)
+
+# %% [markdown]
+# ## 5. LLaVA: where does each generated token look?
+#
+# LLaVA puts 64 image tokens (one per patch) into the language model's prompt, where the
+# `<image>` placeholder was. Its ordinary causal self-attention then lets every later token look
+# at them. `attention.llava_token_attention` answers a question greedily and, for every
+# generated token, takes the attention from the step that produced it to those 64 positions
+# (found by `config.image_token_id`), averaged over heads and layers.
+
+# %%
+where = shapes.POSITION_PHRASES[scene.objects[0].position]
+for question in [f"what shape is {where}?", f"what colour is the shape {where}?"]:
+    answer = attention.llava_token_attention(*llava, image, question, max_new_tokens=4)
+    print(f"{question} -> {answer.text!r}  (truth: {scene.objects[0].shape} / {scene.objects[0].color})")
+    fig = plotting.heatmap_grid(image, answer.maps, [f"'{t}'" for t in answer.tokens],
+                                title=question, show_image=True)
+
+# %% [markdown]
+# ## 6. The pointing game: does the map point at the right object?
+#
+# A heatmap can look convincing and still be wrong. The **pointing game**
+# ([Zhang et al., 2016](https://arxiv.org/abs/1608.00507)) makes it a number: for every object of
+# every scene, make the map for that object (its phrase, its words, or a question about it),
+# upsample it to 64 px and take its maximum; a **hit** is a maximum inside the object's mask,
+# dilated by 2 px (`attention.DEFAULT_TOLERANCE`: anti-aliased edges and an 8 x 8 map's coarse
+# peak make exact-edge hits a lottery). **Chance** is what a random point scores: the mean share
+# of the image the (dilated) target covers.
+#
+# First, the scoring itself: the target's own mask must score 100 %, a map peaked on another
+# object 0 %.
+
+# %%
+game_scenes = attention.pointing_scenes(40, seed=0)                 # 2-3 objects each
+oracle = attention.pointing_game(attention.oracle_method, game_scenes, name="oracle")
+
+
+def wrong_object(scenes, targets):             # a map peaked on the centre of another object
+    maps = np.zeros((len(scenes), 64, 64))
+    for m, s, t in zip(maps, scenes, targets):
+        other = s.objects[(t + 1) % len(s.objects)]
+        m[int(other.y * 64), int(other.x * 64)] = 1.0
+    return maps
+
+
+wrong = attention.pointing_game(wrong_object, game_scenes, name="wrong object")
+print(f"{oracle.trials} trials: oracle {oracle.accuracy:.0%}, wrong object {wrong.accuracy:.0%}, "
+      f"chance {oracle.chance:.1%}")
+
+# %% [markdown]
+# Now every method on the same scenes. Text-blind baselines (CLIP's CLS attention and rollout)
+# draw one map per scene, so they can hit at most one of its 2-3 objects.
+
+# %%
+models = {"clip": clip, "blip-caption": blip, "llava": llava}
+rows = attention.pointing_game_table(n=len(game_scenes), seed=0, models=models)
+print(attention.format_table(rows))
+fig = plotting.pointing_bars(rows, title=f"pointing game, {rows[0]['trials']} objects in {len(game_scenes)} scenes")
+
+# %% [markdown]
+# The full table over 200 test scenes, made by `python -m vlmstudy.attention --pointing-game
+# --n 200` and stored in `benchmarks/results/pointing_game.json`, is in the course's results.
+# What to take away:
+#
+# * **Text-conditioned maps beat text-blind ones**: rollout or CLS attention cannot tell the
+#   objects of a scene apart, however sharp they look.
+# * **Gradients matter**: relevancy keeps only the attention that moves the similarity, which
+#   is why it points at the named object; raw attention and rollout show where the model looks
+#   in general.
+# * **Attention is not explanation**: cross-attention of a caption word or an LLM token is one
+#   signal among many (residual streams carry information around it), so check maps with a
+#   number like this before trusting a picture.
+#
+# ## Check yourself
+#
+# These pass when everything above worked. If one fails, its message says what went wrong.
+
+# %%
+best = max((r for r in rows if r["hits"] is not None), key=lambda r: r["accuracy"])
+chance = rows[-1]["accuracy"]
+assert (ours - library_out).abs().max() < 1e-5, "the from-scratch cross-attention should match BLIP's layer"
+assert (q_ours - q_library).abs().max() < 1e-5, "the from-scratch cross-attention should match the Q-Former's layer"
+assert relevancy.shape == (len(texts), 8, 8) and words.maps.shape == (len(words.tokens), 8, 8)
+assert np.allclose(relevancy.reshape(len(texts), -1).max(-1), 1.0), "maps are scaled to [0, 1]"
+assert oracle.accuracy == 1.0 and wrong.accuracy == 0.0, "the pointing game's scoring is off"
+assert best["accuracy"] > 2 * chance, f"the best method ({best['method']}) should beat chance ({chance:.2f}) clearly"
+print(f"All set: best method {best['method']!r} points right {best['accuracy']:.0%} of the time "
+      f"(chance {chance:.0%}). On to 10.")
