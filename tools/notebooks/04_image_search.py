@@ -43,13 +43,19 @@ print(index)
 # vectors point the most in the same direction. Scores are cosine similarities.
 
 # %%
-query = "a red circle on the left"
+query = "a pink star on the left"
 hits = retrieval.search_text(index, clip, processor, query, k=5)[0]
 fig = plotting.show_hits(hits, images, query=query)
 
 # %%
-query = "a yellow star at the top"
+query = "a red circle on the left"
 fig = plotting.show_hits(retrieval.search_text(index, clip, processor, query, k=5)[0], images, query=query)
+
+# %% [markdown]
+# Read the captions under the hits, and compare the colour, the shape and the position with
+# the query. Dual encoders are better at *what* than at *where* (the `swap` hard negatives of
+# notebook 02 measured the same weakness), and a short query tends to match an image that
+# holds only that object before a crowded image that also holds it.
 
 # %% [markdown]
 # ## Image -> image
@@ -128,7 +134,7 @@ print("same hits after the round trip:", torch.equal(same.positions, exact_top))
 
 # %%
 vqa = vlmstudy.load("Salesforce/blip-vqa-base")
-found = retrieval.retrieve_then_answer(index, "a red circle on the left", "how many shapes are there?",
+found = retrieval.retrieve_then_answer(index, "an orange circle at the top", "how many shapes are there?",
                                        retriever=(clip, processor), generator=vqa, images=images)
 print(found)
 fig = vlmstudy.show_images([found.image], [f"{found.question} -> {found.answer}"], scale=2.5)
@@ -138,7 +144,7 @@ fig = vlmstudy.show_images([found.image], [f"{found.question} -> {found.answer}"
 # question does not apply to the image that was retrieved):
 
 # %%
-asks = [("a red circle on the left", "how many shapes are there?"),
+asks = [("a pink star on the left", "what colour is the shape on the left?"),
         ("a blue square", "where is the blue square?"),
         ("a green circle at the top", "what colour is the shape at the top?")]
 for query, question in asks:
