@@ -491,6 +491,99 @@ def gpu_bars(table: dict, title: str | None = None):
     return fig
 
 
+# ----------------------------------------------------------------------------- generative models (05-08)
+
+def accuracy_bars(values: dict, title: str | None = None, ylabel: str = "accuracy", target: float | None = None):
+    """Bars of accuracies in [0, 1]: ``{"colour": 0.9, ...}`` (one series) or
+    ``{"LLaVA-1.5": {"colour": 0.9, ...}, "LLaVA-NeXT": {...}}`` (grouped, one colour per series).
+    ``target``: a dashed line at the goal. Returns the figure."""
+    if not values:
+        raise ValueError("accuracy_bars needs at least one value.")
+    series = values if all(isinstance(v, dict) for v in values.values()) else {"": values}
+    groups = list(dict.fromkeys(k for s in series.values() for k in s))
+    width = 0.8 / len(series)
+    fig, ax = plt.subplots(figsize=(max(4.5, 0.9 * len(groups) * max(1, len(series) / 1.5) + 1.5), 3.4))
+    for i, (name, s) in enumerate(series.items()):
+        xs = [j + (i - (len(series) - 1) / 2) * width for j in range(len(groups))]
+        vals = [float(s.get(g, float("nan"))) for g in groups]
+        bars = ax.bar(xs, vals, width, label=name or None)
+        for bar, v in zip(bars, vals):
+            if np.isfinite(v):
+                ax.text(bar.get_x() + bar.get_width() / 2, v, f"{v:.2f}", ha="center", va="bottom", fontsize=7)
+    if target is not None:
+        ax.axhline(target, color="k", ls="--", lw=0.8, alpha=0.6)
+    ax.set_xticks(range(len(groups)), groups, fontsize=9)
+    ax.set_ylim(0, 1.12)
+    ax.set_ylabel(ylabel)
+    ax.grid(axis="y", alpha=0.3)
+    if len(series) > 1:
+        ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def token_strip(tokens: Sequence[str], highlight: str = "<image>", title: str | None = None, per_row: int = 40):
+    """A prompt as the model reads it: one cell per token, ``highlight`` tokens (the image
+    tokens) shaded and counted, text tokens written in. Returns the figure."""
+    tokens = [str(t) for t in tokens]
+    if not tokens:
+        raise ValueError("token_strip needs at least one token.")
+    rows = math.ceil(len(tokens) / per_row)
+    fig, ax = plt.subplots(figsize=(min(16.0, 0.34 * min(per_row, len(tokens)) + 1.0), 0.75 * rows + 0.7))
+    for i, tok in enumerate(tokens):
+        r, c = divmod(i, per_row)
+        special = tok == highlight
+        ax.add_patch(plt.Rectangle((c, -r), 0.95, 0.9, facecolor="#fce5cd" if special else "#d9ead3",
+                                   edgecolor="#888888", linewidth=0.4))
+        if not special:
+            ax.text(c + 0.47, -r + 0.45, tok, ha="center", va="center", fontsize=6, rotation=90)
+    n = sum(t == highlight for t in tokens)
+    ax.set_xlim(-0.2, min(per_row, len(tokens)) + 0.2)
+    ax.set_ylim(-rows + 0.8, 1.0)
+    ax.axis("off")
+    ax.set_title(title or f"{len(tokens)} tokens, {n} of them {highlight} (shaded)", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def anyres_tiles(image, layout: dict, title: str | None = None):
+    """LLaVA-NeXT's any-resolution split of ``image``, from :func:`vlmstudy.tasks.anyres_layout`:
+    the picture, the picture resized into the chosen grid resolution with the tile grid drawn
+    on it, and the downscaled overview image the model also sees. Returns the figure."""
+    from PIL import Image
+
+    from .images import load_image
+
+    img = load_image(image)
+    best_w, best_h = layout["best_resolution"]
+    tile_w, tile_h = layout["tile_size"]
+    rows, cols = layout["grid"]
+    rw, rh = layout["resized"]
+    canvas = Image.new("RGB", (best_w, best_h), (0, 0, 0))
+    canvas.paste(img.resize((rw, rh), Image.BICUBIC), ((best_w - rw) // 2, (best_h - rh) // 2))
+    base = img.resize((tile_w, tile_h), Image.BICUBIC)
+    fig, axes = plt.subplots(1, 3, figsize=(10, 3.6), gridspec_kw={"width_ratios": [1, 1, 0.6]})
+    axes[0].imshow(np.asarray(img))
+    axes[0].set_title(f"the picture: {img.size[0]} x {img.size[1]}", fontsize=9)
+    axes[1].imshow(np.asarray(canvas), extent=(0, best_w, best_h, 0))
+    for c in range(1, cols):
+        axes[1].axvline(c * tile_w, color="red", lw=2)
+    for r in range(1, rows):
+        axes[1].axhline(r * tile_h, color="red", lw=2)
+    axes[1].add_patch(plt.Rectangle((0, 0), best_w, best_h, fill=False, edgecolor="red", lw=2))
+    axes[1].set_title(f"resized into {best_w} x {best_h}: {rows} x {cols} tiles of {tile_w} px", fontsize=9)
+    axes[2].imshow(np.asarray(base))
+    axes[2].set_title(f"+ overview, {tile_w} x {tile_h}", fontsize=9)
+    for ax in axes:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle(title or f"{layout['crops']} crops -> {layout['image_tokens']} image tokens", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
 # --- attention maps (notebook 09; maps from vlmstudy.attention) ----------------------------------
 
 def heatmap_grid(images, maps, titles: Sequence[str] | None = None, cols: int | None = None, alpha: float = 0.5,

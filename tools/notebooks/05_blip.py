@@ -1,0 +1,200 @@
+# %% [markdown]
+# # 05 · BLIP: captioning, visual question answering and decoding strategies
+#
+# **Objective.** By the end of this notebook you can caption an image with BLIP, with and
+# without a text prompt, answer questions about it with BLIP-VQA, say what greedy decoding,
+# beam search and sampling do and when each is the right choice, and find your way around what
+# changed for these models in transformers v5.
+#
+# CLIP and SigLIP (notebooks 02, 03) *score* image-text pairs; they cannot write a word.
+# BLIP ([Li et al., 2022](https://arxiv.org/abs/2201.12086)) adds a text **decoder**: a
+# transformer that writes text one token at a time while it *cross-attends* to the image
+# encoder's patch features. Two checkpoints teach the two tasks: a captioner and a VQA model
+# (whose question goes through a text encoder that reads the image, then a decoder answers).
+
+# %%
+import transformers
+from transformers import pipelines
+from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
+
+import vlmstudy
+from vlmstudy import diagrams, plotting, shapes, tasks
+
+vlmstudy.seed_everything(0)
+captioner = tasks.get_model("blip-caption")   # (model, processor), loaded once and cached
+vqa = tasks.get_model("blip-vqa")
+print(type(captioner[0]).__name__, "and", type(vqa[0]).__name__, "in", vlmstudy.get_mode(), "mode")
+fig = diagrams.draw_family("blip")
+
+# %% [markdown]
+# ## Captions
+#
+# `tasks.caption(image)` runs the processor (resize and normalise the picture), `generate`
+# (write tokens until the end-of-text token or `max_new_tokens`) and decodes the new tokens.
+# The pictures are ShapesWorld test scenes the model never saw in training; the title under
+# each is the model's caption, the text below it the truth.
+
+# %%
+scenes = shapes.make_scenes("test", 6, seed=5)
+images = [s.render() for s in scenes]
+captions = tasks.caption_batch(images, progress=False)
+fig = vlmstudy.show_images(images, [f"{c}\n(truth: {s.caption})" for c, s in zip(captions, scenes)],
+                           cols=3, scale=2.6, wrap=34)
+
+# %% [markdown]
+# ### A prompted caption
+#
+# The decoder can also *continue* a text you give it. The real BLIP captioner was trained with
+# the prefix "a picture of", and prompting with it is the documented way to use it; the answer
+# is what the model writes *after* the prompt (`tasks.caption` returns only that part).
+# Underneath, the prompt becomes the first tokens of the decoder's input:
+
+# %%
+model, processor = captioner
+inputs = processor(images=images[0], text="a picture of", return_tensors="pt")
+print({k: tuple(v.shape) for k, v in inputs.items()})
+print("prompt tokens:", processor.tokenizer.convert_ids_to_tokens(inputs["input_ids"][0]))
+prompted = tasks.caption_batch(images[:3], prompt="a picture of", progress=False)
+for plain, with_prompt in zip(captions, prompted):
+    print(f"plain: {plain!r:70}  'a picture of' + {with_prompt!r}")
+
+# %% [markdown]
+# ## Visual question answering
+#
+# BLIP-VQA takes the question as text and generates a short answer. `tasks.answer` formats the
+# question the way each family expects (for BLIP-VQA: the plain question). ShapesWorld asks
+# five kinds of questions about every scene (`shapes.questions`): colour, shape, count,
+# position and yes/no.
+
+# %%
+qa_scenes = shapes.make_scenes("test", 24, seed=6)
+qas = [(s, qa) for s in qa_scenes for qa in shapes.questions(s)[:4]]
+answers = tasks.answer_batch([s.render() for s, _ in qas], [qa.question for _, qa in qas], model=vqa,
+                             batch_size=32, progress=False)
+for (s, qa), a in list(zip(qas, answers))[:8]:
+    print(f"{qa.question:42} -> {a:10} (truth: {qa.answer})")
+
+# %%
+correct = [a == qa.answer for (_, qa), a in zip(qas, answers)]
+kinds = sorted({qa.kind for _, qa in qas})
+by_kind = {k: sum(c for c, (_, qa) in zip(correct, qas) if qa.kind == k) /
+           sum(qa.kind == k for _, qa in qas) for k in kinds}
+vqa_accuracy = sum(correct) / len(correct)
+print(f"VQA accuracy on {len(correct)} questions: {vqa_accuracy:.1%}")
+fig = plotting.accuracy_bars(by_kind, title="BLIP-VQA stand-in: exact-match accuracy per question kind")
+
+# %% [markdown]
+# ## Decoding: greedy, beam search, sampling
+#
+# `generate` produces a probability for every next token; the *decoding strategy* decides which
+# one is written:
+#
+# * **greedy** (the course's default): take the most likely token every step. Fast and
+#   deterministic; can walk into a dead end because it never looks back.
+# * **beam search** (`num_beams=3`): keep the 3 most likely partial texts, extend each, keep the
+#   best 3 again; return the most likely whole text. Better for short factual outputs
+#   (captions, answers); costs `num_beams` times the compute.
+# * **sampling** (`do_sample=True`): *draw* the next token from the distribution. `temperature`
+#   sharpens (< 1) or flattens (> 1) it; `top_p` keeps only the most likely tokens that make up
+#   that share of the probability. Varied, creative text; can be wrong. A seed makes it
+#   repeatable.
+#
+# The settings are a `GenerationSettings`; the three presets:
+
+# %%
+for name, settings in tasks.PRESETS.items():
+    print(f"{name:7} {settings.describe()}")
+hot = tasks.GenerationSettings(do_sample=True, temperature=2.0, top_p=1.0, seed=1)
+print("hot    ", hot.describe())
+
+# %% [markdown]
+# Four pictures, each strategy, side by side (the last column: sampling at temperature 2):
+
+# %%
+table = tasks.compare_decoding(images[:4], model=captioner, presets=("greedy", "beam", "sample", hot),
+                               truths=[s.caption for s in scenes[:4]])
+table
+
+# %% [markdown]
+# A model trained well on a narrow world is *confident*: the most likely token has almost all
+# the probability, so greedy, beam search and mild sampling agree. Flatten the distribution
+# (temperature 2) and the rare tokens get drawn: that is where sampling's variety, and its
+# mistakes, come from. On a real captioner, beam search gives longer, more generic captions and
+# sampling more diverse ones; which is better depends on the use.
+#
+# Settings go straight into every task function; a misspelt one is refused with a hint:
+
+# %%
+print(tasks.caption(images[0], preset="beam", max_new_tokens=8))
+try:
+    tasks.caption(images[0], num_beam=3)
+except vlmstudy.VlmStudyError as err:
+    print(type(err).__name__, ":", err)
+
+# %% [markdown]
+# ## What changed in transformers v5
+#
+# Code written for transformers 4 often fails in 5. What the course relies on:
+#
+# | transformers 4 | transformers 5 |
+# |---|---|
+# | `AutoModelForVision2Seq` | `AutoModelForImageTextToText` |
+# | `from_pretrained(..., torch_dtype=torch.float16)` | `from_pretrained(..., dtype=torch.float16)` |
+# | `load_in_8bit=True` / `load_in_4bit=True` | only `quantization_config=BitsAndBytesConfig(...)` |
+# | `pipeline("image-to-text")` | `pipeline("image-text-to-text")` (the old name is redirected, with a warning) |
+# | `pipeline("visual-question-answering")` | removed: `image-text-to-text` with a chat model, or the model's `generate` |
+# | `apply_chat_template(...)` returns token ids | returns a `BatchEncoding` when tokenizing |
+# | `model.language_model` (LLaVA) | `model.model.language_model` |
+#
+# Checked live against the installed version:
+
+# %%
+print("transformers", transformers.__version__)
+image_tasks = sorted(t for t in pipelines.SUPPORTED_TASKS if "image" in t or "visual" in t)
+print("pipeline tasks with images:", image_tasks)
+print("removed tasks:", {k: v[:60] for k, v in getattr(pipelines, "REMOVED_TASKS", {}).items() if "vqa" in k or "visual" in k})
+print("AutoModelForVision2Seq exists:", hasattr(transformers, "AutoModelForVision2Seq"))
+print("AutoModelForImageTextToText exists:", hasattr(transformers, "AutoModelForImageTextToText"))
+
+# %%
+try:
+    transformers.pipeline("visual-question-answering")
+except KeyError as err:
+    print("KeyError:", str(err)[:160])
+
+# %% [markdown]
+# One trap: `AutoModelForImageTextToText` picks the class from the *model type* only, and for
+# `blip` that is the captioner. Point it at a BLIP-VQA checkpoint and you get a
+# `BlipForConditionalGeneration` that drops the VQA text encoder's weights (the load report
+# lists them as unexpected). `vlmstudy.load` reads the class from the checkpoint's
+# `config.json` (`architectures`) instead, so you get `BlipForQuestionAnswering`:
+
+# %%
+print("config.json says:", vqa[0].config.architectures)
+print("the Auto class maps 'blip' to:", MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES.get("blip"))
+
+# %% [markdown]
+# ## Check yourself
+#
+# The first block checks the mechanics and always passes. The second checks what the trained
+# stand-ins can do: it fails on untrained placeholder weights (`vlmstudy zoo train blip-caption
+# blip-vqa` builds them).
+
+# %%
+assert all(isinstance(c, str) for c in captions) and len(captions) == len(images)
+assert table.header[:4] == ["image", "greedy", "beam", "sample"] and len(table.rows) == 4
+assert table.column("greedy") == tasks.caption_batch(images[:4], model=captioner, progress=False)
+assert tasks.caption(images[0], preset="sample") == tasks.caption(images[0], preset="sample"), "seeded sampling repeats"
+assert "image-text-to-text" in pipelines.SUPPORTED_TASKS
+assert "image-to-text" not in pipelines.SUPPORTED_TASKS and "visual-question-answering" not in pipelines.SUPPORTED_TASKS
+assert not hasattr(transformers, "AutoModelForVision2Seq") and hasattr(transformers, "AutoModelForImageTextToText")
+print("mechanics: all checks passed")
+
+# %%
+caption_accuracy = sum(shapes.normalize_text(c) == shapes.normalize_text(s.caption)
+                       for c, s in zip(captions, scenes)) / len(scenes)
+assert caption_accuracy >= 0.8, f"only {caption_accuracy:.0%} of the captions are exact: is the stand-in trained?"
+assert [shapes.normalize_text(p) for p in prompted] == [shapes.normalize_text(s.caption) for s in scenes[:3]]
+assert vqa_accuracy >= 0.85, f"VQA accuracy {vqa_accuracy:.1%} < 85 %: is the stand-in trained?"
+assert table.column("greedy") == table.column("beam"), "a confident model: greedy and beam search agree"
+print("trained models: all checks passed. On to 06, BLIP-2 and InstructBLIP.")

@@ -1,0 +1,241 @@
+# %% [markdown]
+# # 07 · LLaVA-1.5: the chat template, image tokens and multi-turn conversations
+#
+# **Objective.** By the end of this notebook you can turn a conversation into the exact prompt
+# LLaVA reads (chat template, token ids), say where the single `<image>` becomes one token per
+# image patch and what the projector hands the language model, hold a multi-turn conversation
+# about an image with `ChatSession` (and see that the follow-ups need the history), and know
+# what happens when a conversation outgrows the model's context.
+#
+# LLaVA ([Liu et al., 2023](https://arxiv.org/abs/2304.08485); 1.5:
+# [Liu et al., 2024](https://arxiv.org/abs/2310.03744)) is the simplest recipe that works: a
+# CLIP image encoder, a small MLP **projector**, and a chat LLM (Vicuna-7B). Every image
+# *patch* becomes one token in the LLM's input, right where the prompt says `<image>`; the
+# model is then tuned on conversations about images. No Q-Former, no fixed summary: the LLM
+# sees all 576 patches of a 336-pixel picture.
+
+# %%
+import warnings
+
+import torch
+from transformers import pipeline
+
+import vlmstudy
+from vlmstudy import diagrams, plotting, shapes, tasks
+from vlmstudy.generation import chat_prompt
+from vlmstudy.zoo.loading import resolve_source
+from vlmstudy.zoo.table import real_config
+
+vlmstudy.seed_everything(0)
+llava = tasks.get_model("llava")
+model, processor = llava
+print(type(model).__name__, "+", type(processor).__name__, "in", vlmstudy.get_mode(), "mode")
+fig = diagrams.draw_family("llava")
+
+# %% [markdown]
+# ## Step 1: the chat template
+#
+# A chat model is trained on conversations written in one exact format: who speaks, where the
+# image goes, where the answer starts. You should never write that format by hand. The
+# conversation is a list of *messages* and the processor's **chat template** (a small Jinja
+# program shipped with the checkpoint) renders it:
+
+# %%
+messages = [{"role": "user", "content": [{"type": "image"},
+                                         {"type": "text", "text": "what shape is on the left?"}]}]
+prompt = processor.apply_chat_template(messages, add_generation_prompt=True)
+print(repr(prompt))
+
+# %% [markdown]
+# `add_generation_prompt=True` ends the text with `ASSISTANT:`, the cue for the model to
+# answer. The course's `generation.chat_prompt` builds the messages from `(user, assistant)`
+# turns and calls the same template; a finished turn shows how the answers are written back:
+
+# %%
+print(repr(chat_prompt(processor, [("what shape is on the left?", None)])))
+print(repr(chat_prompt(processor, [("what shape is on the left?", "circle"), ("and what colour is it?", None)])))
+
+# %% [markdown]
+# ## Step 2: token ids, and the one `<image>` token
+#
+# The tokenizer turns the prompt into ids. The stand-in's tokenizer knows only ShapesWorld's
+# words (so it writes `USER` as `user`); the real one splits text into sub-words. Either way,
+# `<image>` is **one** special token, id `config.image_token_index`:
+
+# %%
+ids = processor.tokenizer(prompt).input_ids
+print(ids)
+print(processor.tokenizer.convert_ids_to_tokens(ids))
+print("image token id:", model.config.image_token_index, "| occurrences:", ids.count(model.config.image_token_index))
+
+# %% [markdown]
+# ## Step 3: the processor expands `<image>` into one token per patch
+#
+# With the picture, the processor does two things: it resizes and normalises the image into
+# `pixel_values`, and it **repeats** the image token once for every vector the vision side
+# will produce, so that the text and the image features line up one to one. The vision tower
+# cuts the picture into patches; with `vision_feature_select_strategy="default"` the CLS
+# vector is dropped, leaving one token per patch:
+
+# %%
+scene = shapes.make_scenes("test", 1, seed=4)[0]
+inputs = processor(images=scene.render(), text=prompt, return_tensors="pt")
+vc = model.config.vision_config
+n_patches = (vc.image_size // vc.patch_size) ** 2
+n_image_tokens = int((inputs["input_ids"] == model.config.image_token_index).sum())
+print({k: tuple(v.shape) for k, v in inputs.items()})
+print(f"{vc.image_size} px / {vc.patch_size} px patches = {n_patches} patches -> {n_image_tokens} image tokens")
+fig = plotting.token_strip(processor.tokenizer.convert_ids_to_tokens(inputs["input_ids"][0]),
+                           title=f"what LLaVA reads: {inputs['input_ids'].shape[1]} tokens, {n_image_tokens} of them <image>")
+
+# %% [markdown]
+# ## Step 4: what the projector feeds the language model
+#
+# The vision tower (a CLIP ViT) encodes the picture; LLaVA takes the hidden states of its
+# second-to-last layer (`vision_feature_layer=-2`), drops the CLS vector, and the two-layer MLP
+# projector maps every patch vector to the LLM's embedding width. Those vectors replace the
+# embeddings of the image tokens, position by position.
+
+# %%
+with torch.no_grad():
+    vision = model.model.vision_tower(inputs["pixel_values"], output_hidden_states=True)
+    chosen = vision.hidden_states[model.config.vision_feature_layer]
+    patches = chosen[:, 1:]                                  # drop CLS ("default" strategy)
+    projected = model.model.multi_modal_projector(patches)
+    own = model.get_image_features(pixel_values=inputs["pixel_values"]).pooler_output  # the model's own path
+    text_embeddings = model.get_input_embeddings()(inputs["input_ids"])
+print(f"pixel_values            {tuple(inputs['pixel_values'].shape)}")
+print(f"vision layer {model.config.vision_feature_layer}         {tuple(chosen.shape)}   (CLS + {n_patches} patches)")
+print(f"patches                 {tuple(patches.shape)}")
+print(f"projected (to the LLM)  {tuple(projected.shape)}   LLM width {model.config.text_config.hidden_size}")
+print(f"prompt embeddings       {tuple(text_embeddings.shape)}   -> image rows replaced by the projected patches")
+print("same as get_image_features:", torch.allclose(projected[0], own[0].reshape(projected[0].shape), atol=1e-5))
+
+# %% [markdown]
+# The real LLaVA-1.5-7B does the same with bigger numbers:
+
+# %%
+real = real_config("llava")
+rv = real.vision_config
+print(f"real: {rv.image_size} px / {rv.patch_size} px = {(rv.image_size // rv.patch_size) ** 2} image tokens, "
+      f"vision width {rv.hidden_size} -> LLM width {real.text_config.hidden_size}, "
+      f"context {real.text_config.max_position_embeddings} tokens")
+
+# %% [markdown]
+# ## One question
+#
+# `tasks.answer` does steps 1 to 4 and `generate` for you:
+
+# %%
+for qa in shapes.questions(scene)[:4]:
+    print(f"{qa.question:42} -> {tasks.answer(scene.render(), qa.question, model=llava)!r:12} truth: {qa.answer}")
+
+# %% [markdown]
+# ## A conversation: `ChatSession`
+#
+# `generate` has no memory: every call starts from the prompt it is given. A conversation is
+# kept by re-rendering the **whole history** through the chat template on every turn.
+# `tasks.ChatSession` does that: `set_image`, then `ask`; `history` holds the finished turns,
+# `last_prompt` the exact string the model just read.
+#
+# "and what colour is it?" has no answer on its own: *it* is whatever the previous turn was
+# about. Here the scene has several objects of different colours:
+
+# %%
+chat_scene = shapes.make_scenes("test", 1, seed=12, n_objects=3)[0]
+target = chat_scene.objects[-1]
+where = shapes.POSITION_PHRASES[target.position]
+fig = vlmstudy.show_images([chat_scene.render(128)], [chat_scene.caption], scale=3.0)
+chat = tasks.ChatSession(llava).set_image(chat_scene.render())
+first = chat.ask(f"what shape is {where}?")
+follow_up = chat.ask("and what colour is it?")
+for user, assistant in chat.history:
+    print(f"user: {user:32} assistant: {assistant}")
+print("\nthe prompt of the second turn:\n" + chat.last_prompt)
+
+# %% [markdown]
+# The same follow-up with the history cleared: the model has to guess what *it* is.
+
+# %%
+second_prompt = chat.last_prompt
+without_history = chat.clear().ask("and what colour is it?")
+print(f"with history: {follow_up!r}   without: {without_history!r}   truth: {target.color!r}")
+
+# %% [markdown]
+# ## When the conversation outgrows the context
+#
+# Every turn makes the prompt longer, and the image tokens are in it every time. The language
+# model has a fixed context (`max_position_embeddings`: 4096 tokens for Vicuna in LLaVA-1.5,
+# 512 in the stand-in), which must also hold the answer (`max_new_tokens`). `ChatSession`
+# counts the tokens (image tokens included) before every turn and, when they would not fit,
+# **drops the oldest turns** with a warning. Here with a deliberately tiny context of 110
+# tokens:
+
+# %%
+small = tasks.ChatSession(llava, max_context=110, max_new_tokens=8).set_image(chat_scene.render())
+print("context:", small.context_length, "tokens")
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    for question in ["how many shapes are there?", f"what shape is {where}?", "and what colour is it?",
+                     "is there a red circle?"]:
+        answer = small.ask(question)
+        print(f"{question:32} -> {answer!r:10} prompt: {small.count_tokens(small.last_prompt)} tokens, "
+              f"turns kept: {len(small.history)}, dropped so far: {small.dropped_turns}")
+for w in caught:
+    print("warning:", w.message)
+
+# %% [markdown]
+# Dropped turns are gone for the model: a follow-up that needs one of them will be answered
+# without it. If even one question and the images do not fit, you get an error that says what
+# to change:
+
+# %%
+try:
+    tasks.ChatSession(llava, max_context=60).set_image(chat_scene.render()).ask("how many shapes are there?")
+except tasks.ContextLengthError as err:
+    print(type(err).__name__, ":", err)
+
+# %% [markdown]
+# ## The same with a transformers pipeline
+#
+# In transformers 5 the `image-text-to-text` pipeline is the one way to chat with a
+# vision-language model through `pipeline` (the `image-to-text` and `visual-question-answering`
+# pipelines are gone, see [notebook 05](05_blip.ipynb)). It takes the same messages, with the
+# image inside, applies the chat template and returns the conversation with the reply added.
+# It works with the stand-in's directory as well as with a Hub id:
+
+# %%
+source, _ = resolve_source("llava")
+pipe = pipeline("image-text-to-text", model=source)
+pipe_messages = [{"role": "user", "content": [{"type": "image", "image": chat_scene.render()},
+                                              {"type": "text", "text": f"what shape is {where}?"}]}]
+result = pipe(text=pipe_messages, max_new_tokens=16)
+pipe_reply = result[0]["generated_text"][-1]["content"]
+print(type(pipe.model).__name__, "| reply:", repr(pipe_reply), "| tasks.answer:",
+      repr(tasks.answer(chat_scene.render(), f"what shape is {where}?", model=llava)))
+
+# %% [markdown]
+# ## Check yourself
+#
+# The first block checks the mechanics and always passes. The second checks what the trained
+# stand-in can do: it fails on untrained placeholder weights (`vlmstudy zoo train llava`
+# builds it).
+
+# %%
+assert prompt == chat_prompt(processor, [("what shape is on the left?", None)])
+assert ids.count(model.config.image_token_index) == 1, "before the processor: one <image> token"
+assert n_image_tokens == n_patches == projected.shape[1], "one image token per patch"
+assert projected.shape == (1, n_patches, model.config.text_config.hidden_size)
+assert len(chat.history) == 1 and chat.history[0][0] == "and what colour is it?"
+assert f"what shape is {where}?" in second_prompt and first in second_prompt, "the follow-up prompt holds turn 1"
+assert second_prompt.count("<image>") == 1
+assert small.dropped_turns >= 1 and any(issubclass(w.category, tasks.ContextTrimmedWarning) for w in caught)
+assert small.count_tokens(small.last_prompt) + 8 <= small.context_length
+print("mechanics: all checks passed")
+
+# %%
+assert first == target.shape, f"turn 1: {first!r}, expected {target.shape!r}: is the stand-in trained?"
+assert follow_up == target.color, f"the follow-up: {follow_up!r}, expected {target.color!r}"
+assert without_history != follow_up, "without the history the follow-up loses its referent"
+assert pipe_reply.strip() == target.shape, "the pipeline gives the same answer"
+print("trained model: all checks passed. On to 08, LLaVA-NeXT.")
