@@ -47,14 +47,14 @@ HELD_OUT_COMBOS: frozenset[tuple[str, str]] = frozenset(
 )
 
 #: Object radius as a fraction of the image side.
-SIZES: dict[str, float] = {"small": 0.095, "large": 0.13}
+SIZES: dict[str, float] = {"small": 0.11, "large": 0.15}
 #: Anchor centres (x, y) as fractions of the image side; objects jitter by +-JITTER around them.
 POSITIONS: dict[str, tuple[float, float]] = {
-    "left": (0.2, 0.5), "right": (0.8, 0.5), "top": (0.5, 0.2), "bottom": (0.5, 0.8), "centre": (0.5, 0.5),
+    "left": (0.18, 0.5), "right": (0.82, 0.5), "top": (0.5, 0.18), "bottom": (0.5, 0.82), "centre": (0.5, 0.5),
 }
 POSITION_PHRASES = {"left": "on the left", "right": "on the right", "top": "at the top",
                     "bottom": "at the bottom", "centre": "in the centre"}
-JITTER = 0.02
+JITTER = 0.015
 COUNT_WORDS = {1: "one", 2: "two", 3: "three"}
 SPLITS = ("train", "val", "test", "heldout")
 _SPLIT_OFFSET = {"train": 0, "val": 1_000_003, "test": 2_000_003, "heldout": 3_000_017}
@@ -144,17 +144,18 @@ def sample_scene(
     max_objects: int = 3,
 ) -> Scene:
     """Draw one scene with ``rng``: distinct positions, no two objects of the same colour-shape pair."""
-    n = n_objects or rng.randint(1, max_objects)
+    n = n_objects or rng.choices(range(1, max_objects + 1), weights=[4] + [3] * (max_objects - 1))[0]
     combos = list(combos or allowed_combos("train"))
     positions = rng.sample(list(POSITIONS), n)
     chosen = rng.sample(combos, n)
     objects = []
     for (color, shape), position in zip(chosen, positions):
         ax, ay = POSITIONS[position]
-        objects.append(ShapeObject(
-            shape=shape, color=color, size=rng.choice(list(SIZES)), position=position,
-            x=round(ax + rng.uniform(-JITTER, JITTER), 4), y=round(ay + rng.uniform(-JITTER, JITTER), 4),
-        ))
+        size = rng.choice(list(SIZES))
+        x, y = round(ax + rng.uniform(-JITTER, JITTER), 4), round(ay + rng.uniform(-JITTER, JITTER), 4)
+        if any(np.hypot(x - o.x, y - o.y) < SIZES[size] + o.radius + 0.01 for o in objects):
+            x, y = ax, ay  # anchors alone never overlap
+        objects.append(ShapeObject(shape=shape, color=color, size=size, position=position, x=x, y=y))
     tint = rng.randint(225, 250)
     background = tuple(min(255, tint + rng.randint(-8, 8)) for _ in range(3))
     return Scene(_reading_order(objects), background, rng.randrange(2**31))

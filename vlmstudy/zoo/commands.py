@@ -11,7 +11,7 @@ import time
 def _table(args) -> int:
     from .table import zoo_table
 
-    print(zoo_table(with_real=not args.no_real, markdown=args.markdown))
+    print(zoo_table(with_real=not args.no_real, markdown=args.markdown, metrics=args.metrics))
     return 0
 
 
@@ -55,6 +55,11 @@ def _evaluate(args) -> int:
                                           progress=not args.no_progress)
         bad = check_targets(card.name, metrics)
         failures += bad
+        if args.write_card:
+            from .common import rewrite_card_metrics
+
+            rewrite_card_metrics(card.stand_in_dir, metrics, bad,
+                                 f"vlmstudy zoo evaluate {card.name} --n {args.n} --seed {args.seed} --write-card")
         print(json.dumps({"model": card.name, "n": args.n, "metrics": {k: round(v, 4) for k, v in metrics.items()},
                           "targets_met": not bad}))
     if not cards:
@@ -73,6 +78,7 @@ def add_commands(subparsers) -> None:
     p = sub.add_parser("table", help="print the model zoo (real sizes computed on the meta device)")
     p.add_argument("--markdown", action="store_true")
     p.add_argument("--no-real", action="store_true", help="skip the real-architecture parameter counts")
+    p.add_argument("--metrics", action="store_true", help="add the stand-ins' measured metrics")
     p.set_defaults(func=_table)
 
     p = sub.add_parser("train", help="train tiny stand-ins from scratch (seeded)")
@@ -89,6 +95,8 @@ def add_commands(subparsers) -> None:
     p.add_argument("names", nargs="*")
     p.add_argument("--n", type=int, default=300, help="number of test scenes")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--write-card", action="store_true",
+                   help="store the measured metrics in the stand-in's model card (README.md + training.json)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_evaluate)
 

@@ -87,13 +87,25 @@ def _human(n: int | None) -> str:
     return str(n)
 
 
-def zoo_table(with_real: bool = True, markdown: bool = False) -> str:
+def _metrics_text(card: ModelCard) -> str:
+    from .evaluate import TARGETS
+
+    metrics = stand_in_metrics(card)
+    return ", ".join(f"{k} {metrics[k]:.3f}" for k in TARGETS.get(card.name, {}) if k in metrics) or "-"
+
+
+def zoo_table(with_real: bool = True, markdown: bool = False, metrics: bool = False) -> str:
     """The model zoo as a text table (or markdown); printed in notebook 01 and by
-    ``vlmstudy zoo table``. Real parameter counts are computed on the meta device."""
+    ``vlmstudy zoo table``. Real parameter counts are computed on the meta device; ``metrics``
+    adds each stand-in's measured metrics from its model card."""
     rows = zoo_rows(with_real)
     header = ["name", "hub id", "family", "class", "stand-in params", "stand-in MB", "real params"]
     body = [[r["name"], r["hub_id"], r["family"], r["class"], _human(r["stand_in_params"]),
              "-" if r["stand_in_mb"] is None else f"{r['stand_in_mb']:.2f}", _human(r["real_params"])] for r in rows]
+    if metrics:
+        header.append("stand-in metrics (test scenes)")
+        for row, card in zip(body, CARDS):
+            row.append(_metrics_text(card))
     if markdown:
         lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         lines += ["| " + " | ".join(row) + " |" for row in body]

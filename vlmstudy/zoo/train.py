@@ -27,14 +27,14 @@ ORDER = ("clip", "siglip", "llava", "llava-next", "blip-caption", "blip-vqa", "b
 #: Budgets chosen so that the whole zoo retrains in < 30 minutes on 2 CPU cores.
 CONTRASTIVE = {"clip": ContrastiveConfig(family="clip"), "siglip": ContrastiveConfig(family="siglip")}
 GENERATIVE = {
-    "llava": GenerativeConfig(steps=700, batch=48, lr=1e-3),
-    "llava-next": GenerativeConfig(steps=300, batch=24, lr=5e-4),
-    "blip-caption": GenerativeConfig(steps=700, batch=48, lr=5e-4),
-    "blip-vqa": GenerativeConfig(steps=700, batch=48, lr=5e-4),
-    "blip2": GenerativeConfig(steps=700, batch=48, lr=1e-3),
-    "instructblip": GenerativeConfig(steps=700, batch=48, lr=1e-3),
+    "llava": GenerativeConfig(steps=1500, batch=32, lr=1e-3),
+    "llava-next": GenerativeConfig(steps=500, batch=16, lr=5e-4),
+    "blip-caption": GenerativeConfig(steps=1200, batch=32, lr=5e-4),
+    "blip-vqa": GenerativeConfig(steps=1200, batch=32, lr=5e-4),
+    "blip2": GenerativeConfig(steps=1200, batch=48, lr=1e-3),
+    "instructblip": GenerativeConfig(steps=1200, batch=48, lr=1e-3),
 }
-DISTILL_STEPS = 300
+DISTILL_STEPS = 200
 
 
 def _command(name: str) -> str:
@@ -45,7 +45,7 @@ def _load_clip(models_dir: Path) -> CLIPModel:
     path = models_dir / get_card("clip").stand_in
     if not (path / "model.safetensors").exists():
         raise FileNotFoundError(f"tiny CLIP is needed first: {path} is missing; run `vlmstudy zoo train clip`.")
-    return CLIPModel.from_pretrained(path).eval()
+    return CLIPModel.from_pretrained(path, dtype=torch.float32).eval()
 
 
 _blip_tower_cache: dict[str, BlipVisionModel] = {}
@@ -83,10 +83,11 @@ def train_model(name: str, models_dir: str | Path | None = None, progress: bool 
         cfg = CONTRASTIVE[card.name]
         if quick:
             cfg = ContrastiveConfig(family=cfg.family, train_steps=6, train_batch=16, train_pool=64, train_warmup=2)
-        model, processor, history = train_contrastive(cfg, out, progress=progress)
+        model, processor, history = train_contrastive(cfg, None, progress=progress, eval_every=0 if quick else 200)
         seconds = time.time() - start
-        metrics = evaluate_contrastive(model, processor, n=eval_n, progress=progress)
         config = config_summary(cfg, model)
+        model, processor = save_half(model, processor, out)
+        metrics = evaluate_contrastive(model, processor, n=max(eval_n, 500) if not quick else eval_n, progress=progress)
     else:
         cfg = GENERATIVE[card.name]
         if quick:
@@ -97,7 +98,7 @@ def train_model(name: str, models_dir: str | Path | None = None, progress: bool 
         elif card.name == "llava-next":
             from transformers import LlavaForConditionalGeneration
 
-            base = LlavaForConditionalGeneration.from_pretrained(models_dir / get_card("llava").stand_in)
+            base = LlavaForConditionalGeneration.from_pretrained(models_dir / get_card("llava").stand_in, dtype=torch.float32)
             model, processor, history = train_llava(clip, cfg, next_from=base, progress=progress, two_image_share=0.4)
         else:
             tower, info = _blip_tower(clip, cfg.seed, progress) if not quick else (_quick_tower(clip), {})
@@ -107,21 +108,33 @@ def train_model(name: str, models_dir: str | Path | None = None, progress: bool 
             else:
                 model, processor, history = train_qformer_model(clip, card.name, cfg, tower, progress)
         seconds = time.time() - start
-        out.mkdir(parents=True, exist_ok=True)
-        model.save_pretrained(out, safe_serialization=True)
-        processor.save_pretrained(out)
-        metrics = evaluate_generative(card.name, model, processor, n=eval_n, progress=progress)
         config = config_summary(cfg, model)
+        model, processor = save_half(model, processor, out)
+        metrics = evaluate_generative(card.name, model, processor, n=eval_n, progress=progress)
     metrics = {k: round(v, 4) for k, v in metrics.items()}
     config.update({k: v for k, v in extra.items() if v is not None})
     config["size_mb"] = round(dir_size_mb(out), 2)
     config["loss_first_last"] = [history[0]["loss"], history[-1]["loss"]]
+    curve = [h for h in history if "zero_shot_val" in h]
+    if curve:
+        config["curve_zero_shot_val"] = [[h["step"], h["seconds"], h["zero_shot_val"]] for h in curve]
     failures = check_targets(card.name, metrics)
     notes = ["", "## Targets", ""] + ([f"- NOT MET: {f}" for f in failures] or ["- all met"])
     write_model_card(out, card.hub_id, f"tiny stand-in for {card.hub_id}", config, _command(card.name), seconds,
                      cfg.seed, metrics, notes)
     return {"name": card.name, "seconds": round(seconds, 1), "metrics": metrics, "failures": failures,
             "history": history}
+
+
+def save_half(model, processor, out: Path):
+    """Save weights as fp16 safetensors (half the disk; the zoo must stay small) and reload them
+    in fp32 the way a learner will, so the measured metrics are those of the shipped files."""
+    out.mkdir(parents=True, exist_ok=True)
+    model.to(torch.float16).save_pretrained(out, safe_serialization=True)
+    processor.save_pretrained(out)
+    from .loading import load
+
+    return load(str(out), device="cpu", dtype=torch.float32)
 
 
 def _quick_tower(clip: CLIPModel) -> BlipVisionModel:

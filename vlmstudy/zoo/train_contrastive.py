@@ -43,7 +43,7 @@ class ContrastiveConfig:
     heads: int = 4
     projection_dim: int = 128
     text_max_length: int = 32
-    train_steps: int = 3000
+    train_steps: int = 1200
     train_batch: int = 128
     train_lr: float = 1e-3
     train_warmup: int = 150
@@ -83,12 +83,33 @@ def build_processor(cfg: ContrastiveConfig):
     return SiglipProcessor(image_processor=image, tokenizer=tok)
 
 
-def training_text(scene: shapes.Scene, template: str | None) -> str:
+def training_text(scene: shapes.Scene, template: str | None, part: str = "both") -> str:
     """The phrasing a scene is paired with: its full caption (``template=None``) or a prompt
-    template around its object list ("a photo of a red circle and a blue square.")."""
+    template around its object list ("a photo of a red circle and a blue square."). For
+    single-object scenes ``part`` may name only the ``shape`` ("a photo of a triangle.") or the
+    ``color`` ("a photo of a red shape."): texts about one attribute push the image embedding
+    to keep colour and shape apart, which is what unseen colour-shape pairs need."""
     if template is None:
         return shapes.caption(scene)
+    if len(scene.objects) == 1 and part != "both":
+        obj = scene.objects[0]
+        return template.format(obj.shape if part == "shape" else f"{obj.color} shape")
     return template.format(shapes.short_description(scene).removeprefix("a ").removeprefix("an "))
+
+
+@torch.no_grad()
+def quick_zero_shot(model, tok, padding, mean, std, n: int = 200) -> float:
+    """Zero-shot colour x shape accuracy on ``n`` single-object val scenes (for the training curve)."""
+    model.eval()
+    scenes = shapes.make_scenes("val", n, seed=0, n_objects=1)
+    classes = [f"{c} {s}" for c in shapes.COLORS for s in shapes.SHAPES]
+    from .common import render_many as _render
+
+    img = F.normalize(model.get_image_features(pixel_values=to_pixels(_render(scenes, 64, False), mean, std)).pooler_output, dim=-1)
+    enc = tok([f"a photo of a {c}." for c in classes], padding=padding, return_tensors="pt")
+    txt = F.normalize(model.get_text_features(**enc).pooler_output, dim=-1)
+    pred = (img @ txt.T).argmax(dim=1)
+    return round(sum(classes[k] == s.objects[0].name for k, s in zip(pred.tolist(), scenes)) / n, 3)
 
 
 def _multi_positive_targets(texts: list[str]) -> torch.Tensor:
@@ -126,7 +147,8 @@ def train_contrastive(cfg: ContrastiveConfig, out_dir: str | Path | None = None,
         idx = [2 * p + k for p in pairs for k in (0, 1)]
         # both scenes of a pair get the same phrasing, so their texts differ only where they do
         styles = [None if rng.random() < 0.5 else rng.choice(shapes.PROMPT_TEMPLATES) for _ in pairs]
-        texts = [training_text(scenes[i], styles[j // 2]) for j, i in enumerate(idx)]
+        parts = [rng.choices(("both", "shape", "color"), weights=(0.7, 0.2, 0.1))[0] for _ in pairs]
+        texts = [training_text(scenes[i], styles[j // 2], parts[j // 2]) for j, i in enumerate(idx)]
         enc = tok(texts, padding=padding, truncation=True, return_tensors="pt")
         pixels = to_pixels(pixels_u8[idx], mean, std)
         img = F.normalize(model.get_image_features(pixel_values=pixels).pooler_output, dim=-1)
@@ -148,6 +170,9 @@ def train_contrastive(cfg: ContrastiveConfig, out_dir: str | Path | None = None,
             model.logit_scale.clamp_(0, np.log(100))
         if step % 25 == 0 or step == cfg.train_steps - 1:
             history.append({"step": step, "loss": loss.item(), "seconds": round(time.time() - start, 1)})
+        if eval_every and (step + 1) % eval_every == 0:
+            history[-1]["zero_shot_val"] = quick_zero_shot(model, tok, padding, mean, std)
+            model.train()
             bar.set_postfix(loss=f"{loss.item():.3f}")
     model.eval()
     if out_dir is not None:
