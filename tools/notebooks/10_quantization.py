@@ -98,10 +98,10 @@ for row in quantize.bytes_per_parameter_table():
 # `dynamic-int8` is PyTorch's own CPU quantization (`torch.ao.quantization.quantize_dynamic`), the
 # fallback when bitsandbytes cannot run. The measurement uses one CPU thread, so that the precisions
 # compare fairly even when other programs are busy; the timings still depend on your CPU. (About
-# 20 seconds.)
+# half a minute.)
 
 # %%
-rows = quantize.compare_precisions("clip", n=60, batch_size=32, repeats=3, threads=1, progress=False)
+rows = quantize.compare_precisions("clip", n=100, batch_size=32, repeats=3, threads=1, progress=False)
 print(quantize.format_rows(rows))
 plotting.precision_bars(rows, title="tiny CLIP, measured on this CPU (ratios vs fp32)");
 
