@@ -292,8 +292,9 @@ def probability_panels(panels: dict, labels: Sequence[str], top: int | None = 8,
     """Several rows of probabilities over the same ``labels``, one panel each, side by side.
 
     panels: ``{"CLIP (softmax)": probs, "SigLIP (sigmoid)": probs, ...}``, each ``(n,)``. Every
-    panel shows the same labels in the same order (the first panel's, highest first; ``top``:
-    only its best ``top``), so the panels compare bar by bar. show_sum: write each row's total
+    panel shows the same labels in the same order, so the panels compare bar by bar: ordered by
+    their highest value in any panel (``top``: only the best ``top``, so each panel's best label
+    is shown as long as ``top`` is at least the number of panels). show_sum: write each row's total
     in its title (a softmax's is 1, independent sigmoids' need not be). Returns the figure.
     """
     if not isinstance(panels, dict) or not panels:
@@ -306,7 +307,7 @@ def probability_panels(panels: dict, labels: Sequence[str], top: int | None = 8,
     names = _labels(labels, n, "labels", "probabilities")
     if top is not None and (not isinstance(top, (int, np.integer)) or isinstance(top, bool) or top < 1):
         raise ValueError(f"top must be a positive integer or None, not {top!r}.")
-    order = np.argsort(-next(iter(rows.values())), kind="stable")[: top or n]
+    order = np.argsort(-np.max(np.stack(list(rows.values())), axis=0), kind="stable")[: top or n]
     fig, axes = plt.subplots(1, len(rows), figsize=(3.4 * len(rows) + 1.2, 0.8 + 0.3 * len(order)),
                              sharey=True, squeeze=False)
     for ax, (name, p) in zip(axes.flat, rows.items()):
