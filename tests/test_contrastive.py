@@ -247,16 +247,6 @@ def test_caption_recall(clip):
         retrieval.caption_recall(retrieval.ImageIndex().add(torch.eye(3)), model, processor)
 
 
-def test_question_prompt_per_family(clip):
-    vqa = vlmstudy.load("blip-vqa")
-    assert retrieval.question_prompt(*vqa, "how many shapes are there?") == "how many shapes are there?"
-    llava = vlmstudy.load("llava")
-    prompt = retrieval.question_prompt(*llava, "how many shapes are there?")
-    assert "how many shapes are there?" in prompt and prompt != "how many shapes are there?"
-    with pytest.raises(retrieval.RetrievalError, match="cannot answer"):
-        retrieval.question_prompt(*clip, "what?")
-
-
 def test_retrieve_then_answer(clip, tmp_path):
     model, processor = clip
     scenes = shapes.make_scenes("test", 10, seed=4)
@@ -270,6 +260,9 @@ def test_retrieve_then_answer(clip, tmp_path):
     assert found.image is images[best.position]
     assert isinstance(found.answer, str) and found.prompt == "how many shapes are there?"
     assert "answer=" in repr(found)
+    with pytest.raises(vlmstudy.ConfigError):  # a dual encoder is no generator
+        retrieval.retrieve_then_answer(index, "a red circle", "what?", (model, processor), (model, processor),
+                                       images=images)
     with pytest.raises(retrieval.RetrievalError, match="order they were indexed"):
         retrieval.retrieve_then_answer(index, "a red circle", "?", (model, processor), vqa, images=images[:3])
     with pytest.raises(retrieval.RetrievalError, match="images="):

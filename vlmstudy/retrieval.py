@@ -46,7 +46,7 @@ from .errors import ConfigError, VlmStudyError
 __all__ = [
     "BACKENDS", "METRICS", "Hit", "SearchResult", "ImageIndex", "RetrievalError", "EmptyIndexError",
     "DimensionMismatchError", "exact_topk", "clustered_vectors", "build_image_index", "search_text", "search_image",
-    "with_backend", "caption_recall", "RetrievedAnswer", "question_prompt", "retrieve_then_answer",
+    "with_backend", "caption_recall", "RetrievedAnswer", "retrieve_then_answer",
 ]
 
 BACKENDS = ("exact", "faiss")
@@ -627,13 +627,14 @@ def caption_recall(index: ImageIndex, model, processor, k: int = 1) -> float:
 @dataclass
 class RetrievedAnswer:
     """What :func:`retrieve_then_answer` found: the ``hits`` for ``query`` (best first), the
-    best ``image``, the ``prompt`` the generator got and its ``answer``."""
+    best ``image``, the ``prompt`` the generator got (the question in its family's format) and
+    its ``answer``."""
 
     query: str
     question: str
     hits: list[Hit]
     image: Any
-    prompt: str | None
+    prompt: str
     answer: str
 
     @property
@@ -645,38 +646,19 @@ class RetrievedAnswer:
                 f"(score {self.hit.score:.3f}), question={self.question!r}, answer={self.answer!r})")
 
 
-def question_prompt(model, processor, question: str) -> str | None:
-    """``question`` in the prompt format of a generative model: the chat template for LLaVA,
-    ``"Question: ... Answer:"`` for BLIP-2, the bare question for BLIP-VQA and InstructBLIP,
-    and no prompt (a caption) for the BLIP captioner."""
-    from .generation import CHAT_FAMILIES, chat_prompt, family
-
-    fam = family(model)
-    if fam in CHAT_FAMILIES:
-        return chat_prompt(processor, [(question, None)])
-    if fam == "blip2":
-        from .zoo.train_generative import BLIP2_VQA_PROMPT  # the format the stand-in was trained on
-
-        return BLIP2_VQA_PROMPT.format(question)
-    if fam == "blip-caption":
-        return None
-    if fam in ("clip", "siglip"):
-        raise RetrievalError(f"a {fam} model cannot answer questions; pass a generative model as the generator "
-                             f"(for example vlmstudy.load('blip-vqa')).")
-    return question
-
-
-def retrieve_then_answer(index: ImageIndex, query: str, question: str, retriever: tuple, generator: tuple,
-                         images: Sequence | None = None, k: int = 3) -> RetrievedAnswer:
+def retrieve_then_answer(index: ImageIndex, query: str, question: str, retriever: tuple, generator="blip-vqa",
+                         images: Sequence | None = None, k: int = 3, **generation) -> RetrievedAnswer:
     """Retrieval-augmented answering in two steps: search ``index`` for the image that best
     matches the text ``query`` (with ``retriever = (model, processor)``, the dual encoder that
-    built the index), then ask ``question`` about that image with ``generator = (model,
-    processor)``, a captioning / VQA / chat model.
+    built the index), then ask ``question`` about that image with ``generator``: a
+    ``(model, processor)`` pair or a name, of a model that answers questions (BLIP-VQA, BLIP-2,
+    InstructBLIP, LLaVA; see :func:`vlmstudy.tasks.answer`, which does this step).
 
     images: the indexed images in index order (default: each hit's metadata, read as a path).
     k: how many hits to keep in the result (only the best one is answered about).
+    generation: decoding settings for :func:`vlmstudy.tasks.answer` (``preset=`` ...).
     """
-    from .generation import generate_text
+    from . import tasks
     from .images import load_image
 
     result = search_text(index, *retriever, query, k=k)
@@ -692,7 +674,6 @@ def retrieve_then_answer(index: ImageIndex, query: str, question: str, retriever
     else:
         raise RetrievalError(f"The best hit's metadata ({best.metadata!r}) is not an image file: pass "
                              f"images=[...] with the indexed images in index order.")
-    model, processor = generator
-    prompt = question_prompt(model, processor, question)
-    answer = generate_text(model, processor, [image], [prompt])[0]
+    prompt = tasks.format_question(question, generator)
+    answer = tasks.answer(image, question, model=generator, **generation)
     return RetrievedAnswer(query=query, question=question, hits=hits, image=image, prompt=prompt, answer=answer)

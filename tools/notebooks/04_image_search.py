@@ -130,7 +130,8 @@ print("same hits after the round trip:", torch.equal(same.positions, exact_top))
 # about a collection: first **retrieve** the image that best matches a description, then
 # **answer** a question about that image with a generative model. This is the image version of
 # retrieval-augmented generation (RAG). Here the generator is the BLIP VQA stand-in
-# (notebook 05 explains how it works); `retrieve_then_answer` does both steps.
+# (notebook 05 explains how it works, and `vlmstudy.tasks.answer`, the second step);
+# `retrieve_then_answer` does both steps.
 
 # %%
 vqa = vlmstudy.load("Salesforce/blip-vqa-base")
