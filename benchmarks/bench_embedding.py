@@ -32,21 +32,12 @@ import sys
 import time
 from pathlib import Path
 
+from vlmstudy.benchmarking import busy_warning
+
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "embedding.json"
 TARGET_SPEEDUP = 5.0
 MAX_ABS_DIFF = 1e-4
-
-
-def busy_warning(threads: int) -> list[float]:
-    """The 1-minute load average before the run; warns when other work competes for the cores
-    (timings then mean little, and more threads than free cores can make small ops very slow)."""
-    load = list(os.getloadavg())
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    if load[0] + threads > cpus + 0.5:
-        print(f"WARNING: load average {load[0]:.1f} on {cpus} CPUs before starting: other processes compete "
-              f"for the cores, so these timings are not representative. Run on an idle machine.")
-    return load
 
 
 def parse_args(argv=None):

@@ -34,6 +34,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
+
+from vlmstudy.benchmarking import busy_warning  # noqa: E402
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "quantization_cpu.json"
 
 
@@ -57,15 +59,6 @@ def parse_args(argv=None):
     return args
 
 
-def busy_warning(threads: int) -> list[float]:
-    load = list(os.getloadavg())
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    if load[0] + threads > cpus + 0.5:
-        print(f"WARNING: load average {load[0]:.1f} on {cpus} CPUs before starting: other processes compete for the "
-              f"cores, so the latencies are not representative (sizes and accuracies are). Run on an idle machine.")
-    return load
-
-
 def main(argv=None) -> int:
     args = parse_args(argv)
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
@@ -77,7 +70,7 @@ def main(argv=None) -> int:
 
     precisions = [check_precision(p) for p in args.precisions]
     torch.set_num_threads(args.threads)
-    load_before = busy_warning(args.threads)
+    load_before = busy_warning(args.threads, 'the latencies are not representative (sizes and accuracies are)')
     print(f"quantization benchmark (CPU): models {', '.join(args.models)}; precisions {', '.join(precisions)}; "
           f"{args.threads} threads; mode {vlmstudy.get_mode()}")
     results, settings = {}, {}

@@ -113,3 +113,18 @@ def test_meta_device_count_equals_a_real_instantiation_of_a_small_config():
     assert sum(p.numel() for p in on_meta.parameters()) == sum(p.numel() for p in real.parameters())
     assert next(build_on_meta("clip").parameters()).device.type == "meta"
     assert real_parameter_count("clip") > 1e8
+
+
+def test_readme_zoo_table_is_current(repo):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("update_readme_zoo", repo / "tools" / "update_readme_zoo.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.rendered() == (repo / "README.md").read_text(encoding="utf-8"), \
+        "run python tools/update_readme_zoo.py"
+
+
+def test_zoo_fits_the_size_budget():
+    total = sum(f.stat().st_size for card in CARDS for f in card.stand_in_dir.iterdir() if f.is_file())
+    assert total < 40e6, f"the zoo is {total / 1e6:.1f} MB; the budget is 40 MB"
