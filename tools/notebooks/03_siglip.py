@@ -113,17 +113,17 @@ print(f"SigLIP      {siglip_probs[k]:>14.4f}   {siglip_few[0]:>13.4f}")
 #
 # Contrastive models are trained with huge batches (CLIP: 32 768 pairs), because every other
 # pair in the batch is a free negative. We cannot train at several batch sizes on a laptop, but
-# we can take one fixed set of 256 test pairs, embed it with each model, cut it into batches of
+# we can take one fixed set of 128 test pairs, embed it with each model, cut it into batches of
 # size $B$ and look at the loss. Only $B$ changes.
 
 # %%
-pairs = list({s.caption: s for s in shapes.make_scenes("test", 320, seed=5)}.values())[:256]
+pairs = list({s.caption: s for s in shapes.make_scenes("test", 160, seed=5)}.values())[:128]
 pair_images, pair_texts = [s.render() for s in pairs], [s.caption for s in pairs]
 clip_img = contrastive.embed_images(clip, clip_processor, pair_images)
 clip_txt = contrastive.embed_texts(clip, clip_processor, pair_texts)
 sig_img = contrastive.embed_images(siglip, siglip_processor, pair_images)
 sig_txt = contrastive.embed_texts(siglip, siglip_processor, pair_texts)
-sizes = [2, 4, 8, 16, 32, 64, 128, 256]
+sizes = [2, 4, 8, 16, 32, 64, 128]
 with torch.no_grad():
     clip_curve = contrastive.loss_by_batch_size(
         clip_img, clip_txt, lambda i, t: contrastive.clip_loss(i, t, clip.logit_scale), sizes)
@@ -154,12 +154,12 @@ fig = plotting.curves(sizes, {"CLIP loss (softmax)": clip_curve,
 # %%
 with torch.no_grad():
     full = contrastive.siglip_loss(sig_img, sig_txt, siglip.logit_scale, siglip.logit_bias)
-    blocked = contrastive.siglip_loss_chunked(sig_img, sig_txt, siglip.logit_scale, siglip.logit_bias, chunk_size=64)
+    blocked = contrastive.siglip_loss_chunked(sig_img, sig_txt, siglip.logit_scale, siglip.logit_bias, chunk_size=32)
     clip_full = contrastive.clip_loss(clip_img, clip_txt, clip.logit_scale)
     clip_blocks = contrastive.loss_by_batch_size(clip_img, clip_txt,
-                                                 lambda i, t: contrastive.clip_loss(i, t, clip.logit_scale), [64])[0]
-print(f"SigLIP, 256 pairs at once: {float(full):.5f}   in 4 blocks of 64 images: {float(blocked):.5f}")
-print(f"CLIP,   256 pairs at once: {float(clip_full):.5f}   mean of 4 batches of 64: {clip_blocks:.5f}")
+                                                 lambda i, t: contrastive.clip_loss(i, t, clip.logit_scale), [32])[0]
+print(f"SigLIP, 128 pairs at once: {float(full):.5f}   in 4 blocks of 32 images: {float(blocked):.5f}")
+print(f"CLIP,   128 pairs at once: {float(clip_full):.5f}   mean of 4 batches of 32: {clip_blocks:.5f}")
 
 # %% [markdown]
 # ## Check yourself
