@@ -24,6 +24,7 @@ from .zoo.table import zoo_table
 from . import contrastive, diagrams, plotting, retrieval, shapes  # noqa: E402  (modules the notebooks use by name)
 from . import quantize  # noqa: E402  (precision presets, footprints, estimates: notebook 10)
 from . import attention  # noqa: E402  (cross-attention from scratch, attention maps, pointing game: notebook 09)
+from . import data, finetune  # noqa: E402  (data formats and converters; LoRA / QLoRA fine-tuning: notebook 11)
 from . import generation, tasks  # noqa: E402  (captioning, VQA, chat and decoding settings: notebooks 05-08)
 from .tasks import ChatSession, answer, caption
 from .plotting import show_images, set_figsize
@@ -39,6 +40,7 @@ __all__ = [
     "shapes", "contrastive", "plotting", "retrieval", "diagrams",
     "quantize",
     "attention",
+    "data", "finetune",
     "generation", "tasks",
     # tasks
     "caption", "answer", "ChatSession",

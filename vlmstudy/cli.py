@@ -28,6 +28,7 @@ from .errors import VlmStudyError
 COMMAND_MODULES: list[str] = [
     "vlmstudy.doctor",          # vlmstudy doctor
     "vlmstudy.zoo.commands",    # vlmstudy zoo train / evaluate / table
+    "vlmstudy.finetune.commands",  # vlmstudy finetune (--config / --resume / --merge), vlmstudy data
 ]
 
 EXIT_USER_ERROR = 2

@@ -1,0 +1,463 @@
+"""The training loop: LoRA / QLoRA on a course model, with evaluation, checkpoints and resume.
+
+::
+
+    result = finetune("configs/llava_vqa.yaml")        # or a dict, or a FinetuneConfig
+    result = resume("runs/llava-vqa")                   # a killed run goes on from its last checkpoint
+
+Data order is a function of ``(seed, epoch)``: micro-batch ``m`` of the run is slice ``m mod
+batches_per_epoch`` of epoch ``m // batches_per_epoch``'s permutation, so the position in the data
+is the step alone. A checkpoint (see :mod:`.checkpoint`) stores the adapter, optimizer and
+scheduler state, the random states and the step; resuming rebuilds the same model, loads them
+and continues, and gives the same final weights as a run that was never interrupted.
+
+Output folder::
+
+    OUTPUT_DIR/config.yaml           the config, paths made absolute (what --resume reads)
+    OUTPUT_DIR/checkpoints/step-N/   every save_every steps (atomic)
+    OUTPUT_DIR/adapter/              the final adapter (safetensors), for load_adapter / merge_adapter
+    OUTPUT_DIR/history.json          losses and evaluations, step by step
+    OUTPUT_DIR/run.json              summary: steps, seconds, parameters, final metrics, quantization
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from .. import shapes
+from ..data import Example, load_dataset, to_examples
+from ..errors import ConfigError, DataFormatError
+from ..generation import context_length, family, generate_text
+from ..settings import seed_everything
+from . import checkpoint as ckpt
+from .callbacks import default_callbacks
+from .collate import TRAINABLE_FAMILIES, Collator, EncodedDataset, prompt_text
+from .config import FinetuneConfig, load_config
+from .model import apply_lora, load_base, parameter_counts, save_adapter
+
+#: Seconds to sleep after every step (0: off). Only for testing interruption: it makes a tiny run
+#: slow enough to be killed between two checkpoints.
+STEP_DELAY_ENV = "VLMSTUDY_FINETUNE_STEP_DELAY"
+
+
+@dataclass
+class FinetuneResult:
+    """What :func:`finetune` returns: the trained ``model`` (a ``peft.PeftModel``), its
+    ``processor``, the ``history``, the final ``metrics``, and where everything was written."""
+
+    output_dir: Path
+    model: object
+    processor: object
+    history: list[dict]
+    metrics: dict
+    seconds: float
+    steps: int
+    params: dict
+    info: dict = field(default_factory=dict)
+
+    def plot(self, title: str | None = None):
+        from .callbacks import loss_figure
+
+        return loss_figure(self.history, title=title, total_steps=self.steps)
+
+    def __repr__(self) -> str:
+        m = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in self.metrics.items())
+        return (f"FinetuneResult({self.steps} steps in {self.seconds:.1f} s, {self.params['trainable']:,} trainable "
+                f"parameters, {m}, output_dir={str(self.output_dir)!r})")
+
+
+# ----------------------------------------------------------------------------- data
+
+def split_records(n: int, eval_split: float | int, seed: int) -> tuple[list[int], list[int]]:
+    """``(train, eval)`` record indices: a seeded shuffle, the first ``eval_split`` (fraction or
+    count) held out. Records, not examples, are split, so a conversation stays on one side."""
+    n_eval = eval_split if isinstance(eval_split, int) else int(round(eval_split * n))
+    if n_eval >= n:
+        raise ConfigError(f"data.eval_split holds out {n_eval} of {n} records, leaving none to train on; use a "
+                          "smaller fraction or count.")
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
+    return sorted(order[n_eval:]), sorted(order[:n_eval])
+
+
+def prepare_examples(cfg: FinetuneConfig) -> tuple[list[Example], list[Example], dict]:
+    """Load, check and split the data of ``cfg``: ``(train, eval, info)``."""
+    d = cfg.data
+    ds = load_dataset(d.path, d.format, d.image_root, skip_invalid=d.skip_invalid, max_problems=d.max_problems)
+    info = {"format": ds.format, "records": len(ds), "skipped_records": len({p.index for p in ds.skipped})}
+    if d.eval_path:
+        ev = load_dataset(d.eval_path, d.format or ds.format, d.image_root if d.image_root else None,
+                          skip_invalid=d.skip_invalid, max_problems=d.max_problems)
+        train_recs, eval_recs = ds.records, ev.records
+    else:
+        tr, ev_idx = split_records(len(ds), d.eval_split, cfg.seed)
+        train_recs, eval_recs = [ds.records[i] for i in tr], [ds.records[i] for i in ev_idx]
+    train, evals = to_examples(train_recs, ds.format), to_examples(eval_recs, ds.format)
+    info.update(train_records=len(train_recs), eval_records=len(eval_recs), train_examples=len(train),
+                eval_examples=len(evals))
+    return train, evals, info
+
+
+class DataOrder:
+    """Which examples micro-batch ``m`` holds: a seeded permutation per epoch, sliced."""
+
+    def __init__(self, n: int, batch_size: int, seed: int):
+        self.n, self.batch_size, self.seed = n, batch_size, seed
+        self.per_epoch = math.ceil(n / batch_size)
+        self._perm: tuple[int, list[int]] | None = None
+
+    def permutation(self, epoch: int) -> list[int]:
+        if self._perm is None or self._perm[0] != epoch:
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            self._perm = (epoch, torch.randperm(self.n, generator=g).tolist())
+        return self._perm[1]
+
+    def batch(self, m: int) -> tuple[list[int], int, int]:
+        """``(indices, epoch, batch_in_epoch)`` of micro-batch ``m``."""
+        epoch, k = divmod(m, self.per_epoch)
+        return self.permutation(epoch)[k * self.batch_size:(k + 1) * self.batch_size], epoch, k
+
+
+def lr_lambda(kind: str, warmup: int, total: int):
+    def f(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        if kind == "constant":
+            return 1.0
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        return 1.0 - progress if kind == "linear" else 0.5 * (1 + math.cos(math.pi * progress))
+    return f
+
+
+def to_device(batch: dict, device, dtype) -> dict:
+    return {k: (v.to(device, dtype) if v.is_floating_point() else v.to(device)) for k, v in batch.items()}
+
+
+def _model_device_dtype(model):
+    for p in model.parameters():
+        if p.dtype.is_floating_point:
+            return p.device, (p.dtype if p.dtype in (torch.float16, torch.bfloat16, torch.float32) else torch.float32)
+    return torch.device("cpu"), torch.float32  # pragma: no cover
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+@torch.no_grad()
+def evaluate(model, processor, examples: Sequence[Example], batch_size: int = 16, max_new_tokens: int = 16,
+             caption_prompt: str | None = None, dataset: EncodedDataset | None = None, loss: bool = True,
+             accuracy: bool = True, max_examples: int | None = None) -> dict:
+    """Teacher-forced loss (mean over answer tokens) and exact-match accuracy of greedy answers.
+
+    Answers are compared after :func:`vlmstudy.shapes.normalize_text` (case and punctuation do not
+    count). Returns ``{"eval_loss", "eval_accuracy", "eval_examples", "predictions"}`` with one
+    ``{"question", "answer", "prediction", "correct"}`` per example scored for accuracy.
+    """
+    model = unwrap(model)   # LoRA layers live inside the base model: it runs with the adapter
+    fam = family(model)
+    examples = list(examples)[:max_examples] if max_examples is not None else list(examples)
+    was_training = model.training
+    model.eval()
+    device, dtype = _model_device_dtype(model)
+    out: dict = {"eval_examples": len(examples)}
+    with torch.random.fork_rng(devices=[]):
+        if loss and examples:
+            ds = dataset or EncodedDataset(examples, processor, fam, caption_prompt, _bos(model))
+            collate = Collator(processor, fam)
+            total = weight = 0.0
+            for start in range(0, len(examples), batch_size):
+                items = [ds[i] for i in range(start, min(start + batch_size, len(examples)))]
+                n = sum(e.n_supervised for e in items)
+                total += float(model(**to_device(collate(items), device, dtype)).loss) * n
+                weight += n
+            out["eval_loss"] = total / max(weight, 1)
+        if accuracy and examples:
+            preds = []
+            for start in range(0, len(examples), batch_size):
+                chunk = examples[start:start + batch_size]
+                prompts = [prompt_text(fam, processor, e, caption_prompt) or None for e in chunk]
+                images = [dataset.image(start + i) if dataset is not None else e.image for i, e in enumerate(chunk)]
+                preds += generate_text(model, processor, images, prompts, max_new_tokens=max_new_tokens)
+            rows = [{"question": e.question, "answer": e.answer, "prediction": p,
+                     "correct": shapes.normalize_text(p) == shapes.normalize_text(e.answer)}
+                    for e, p in zip(examples, preds)]
+            out["eval_accuracy"] = sum(r["correct"] for r in rows) / len(rows)
+            out["predictions"] = rows
+    if was_training:
+        model.train()
+    return out
+
+
+def unwrap(model):
+    """The transformers model inside a ``PeftModel`` (its layers carry the adapters)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def _bos(model) -> int | None:
+    if family(model) in ("blip-caption", "blip-vqa"):
+        cfg = model.config
+        return getattr(getattr(cfg, "text_config", cfg), "bos_token_id", None)
+    return None
+
+
+# ----------------------------------------------------------------------------- the trainer
+
+class Trainer:
+    """One fine-tuning run (use :func:`finetune` / :func:`resume`)."""
+
+    def __init__(self, cfg: FinetuneConfig, callbacks=None, progress: bool = True, device: str | None = None):
+        self.config = cfg
+        self.out = Path(cfg.output_dir)
+        self.progress = progress
+        self.callbacks = default_callbacks(progress) if callbacks is None else list(callbacks)
+        self.device = device
+        self.step = 0
+        self.history: list[dict] = []
+        self.seconds = 0.0
+
+    # -- setup
+    def setup(self) -> None:
+        cfg, t = self.config, self.config.training
+        seed_everything(cfg.seed)
+        self.train_examples, self.eval_examples, self.data_info = prepare_examples(cfg)
+        if not self.train_examples:
+            raise DataFormatError(f"{cfg.data.path}: no training examples are left after the eval split.")
+        base, self.processor, self.quant_info = load_base(cfg.model, cfg.quantization, self.device,
+                                                          t.gradient_checkpointing)
+        self.family = family(base)
+        if self.family not in TRAINABLE_FAMILIES:
+            raise ConfigError(f"model {cfg.model!r} is a {self.family} model, which writes no text; fine-tuning "
+                              f"here needs one of {', '.join(TRAINABLE_FAMILIES)}.")
+        lo = cfg.lora
+        self.model = apply_lora(base, self.processor, r=lo.r, alpha=lo.alpha, dropout=lo.dropout,
+                                target_modules=lo.target_modules, modules_to_save=lo.modules_to_save,
+                                trainable_tokens=lo.trainable_tokens)
+        self.params = parameter_counts(self.model)
+        try:
+            max_len = context_length(base, self.processor)
+        except ConfigError:
+            max_len = None
+        bos = _bos(base)
+        self.train_ds = EncodedDataset(self.train_examples, self.processor, self.family, cfg.data.prompt, bos, max_len)
+        self.eval_ds = EncodedDataset(self.eval_examples, self.processor, self.family, cfg.data.prompt, bos, max_len)
+        self.collate = Collator(self.processor, self.family)
+        self.order = DataOrder(len(self.train_ds), t.batch_size, cfg.seed)
+        self.total_steps = t.max_steps or max(1, math.ceil(t.epochs * self.order.per_epoch / t.gradient_accumulation))
+        trainable = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = self._optimizer(trainable)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lr_lambda(t.lr_scheduler, t.warmup_steps, self.total_steps))
+        self.trainable = trainable
+
+    def _optimizer(self, params):
+        t = self.config.training
+        if t.optimizer == "paged_adamw_8bit":
+            if torch.cuda.is_available() and self.quant_info.get("device") == "cuda":
+                import bitsandbytes as bnb
+
+                return bnb.optim.PagedAdamW8bit(params, lr=t.learning_rate, weight_decay=t.weight_decay)
+            import warnings
+
+            warnings.warn("training.optimizer paged_adamw_8bit needs a CUDA GPU (bitsandbytes pages optimizer state "
+                          "between GPU and CPU memory); using torch's AdamW here.", stacklevel=3)
+            self.quant_info["optimizer_note"] = "paged_adamw_8bit -> adamw (no CUDA GPU)"
+        return torch.optim.AdamW(params, lr=t.learning_rate, weight_decay=t.weight_decay)
+
+    # -- state
+    def state_dict(self) -> dict:
+        accum = self.config.training.gradient_accumulation
+        _, epoch, k = self.order.batch(self.step * accum)
+        return {"step": self.step, "micro_batch": self.step * accum, "epoch": epoch, "batch_in_epoch": k,
+                "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                "rng": ckpt.rng_state(), "history": self.history, "seconds": self.seconds,
+                "total_steps": self.total_steps}
+
+    def load_checkpoint(self, path: Path) -> None:
+        from peft import set_peft_model_state_dict
+        from safetensors.torch import load_file
+
+        state = ckpt.load_state(path)
+        if state["total_steps"] != self.total_steps:
+            raise ConfigError(f"{path} was written by a run of {state['total_steps']} steps but this config makes "
+                              f"{self.total_steps}: resume with the run's own config.yaml.")
+        weights = load_file(str(Path(path) / "adapter" / "adapter_model.safetensors"))
+        result = set_peft_model_state_dict(self.model, weights)
+        missing = [k for k in getattr(result, "unexpected_keys", []) if "lora" in k or "trainable_tokens" in k]
+        if missing:  # pragma: no cover
+            raise ConfigError(f"{path}: adapter weights do not fit this model ({missing[:3]} ...).")
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.step, self.history, self.seconds = state["step"], state["history"], state["seconds"]
+        ckpt.set_rng_state(state["rng"])
+
+    def _save(self) -> None:
+        t = self.config.training
+        last = next((h for h in reversed(self.history) if "loss" in h), {})
+        summary = {"step": self.step, "total_steps": self.total_steps, "micro_batch": self.step * t.gradient_accumulation,
+                   "loss": last.get("loss"), "seconds": round(self.seconds, 2),
+                   "evaluations": [h for h in self.history if "eval_loss" in h]}
+        path = ckpt.save_checkpoint(self.out, self.step, self.model, self.state_dict(), summary, t.keep_checkpoints)
+        self._call("on_save", path)
+
+    def _call(self, name: str, *args) -> None:
+        for cb in self.callbacks:
+            fn = getattr(cb, name, None)
+            if fn is not None:
+                fn(self, *args)
+
+    # -- the loop
+    def evaluate(self) -> dict:
+        t = self.config.training
+        n = min(len(self.eval_examples), t.eval_max_examples)
+        res = evaluate(self.model, self.processor, self.eval_examples[:n], batch_size=max(t.batch_size, 8),
+                       max_new_tokens=t.max_new_tokens, caption_prompt=self.config.data.prompt, dataset=self.eval_ds,
+                       accuracy=n > 0)
+        return res
+
+    def train(self) -> FinetuneResult:
+        from tqdm.auto import tqdm
+
+        cfg, t = self.config, self.config.training
+        device, dtype = _model_device_dtype(self.model)
+        delay = float(os.environ.get(STEP_DELAY_ENV, "0") or 0)
+        self._call("on_train_begin")
+        bar = tqdm(total=self.total_steps, initial=self.step, desc="fine-tuning", disable=not self.progress,
+                   leave=True)
+        self.model.train()
+        while self.step < self.total_steps:
+            started = time.perf_counter()
+            running = 0.0
+            for micro in range(t.gradient_accumulation):
+                idx, epoch, k = self.order.batch(self.step * t.gradient_accumulation + micro)
+                batch = to_device(self.collate([self.train_ds[i] for i in idx]), device, dtype)
+                loss = self.model(**batch).loss / t.gradient_accumulation
+                loss.backward()
+                running += float(loss.detach())
+            if t.max_grad_norm is not None:
+                torch.nn.utils.clip_grad_norm_(self.trainable, t.max_grad_norm)
+            lr = self.scheduler.get_last_lr()[0]
+            self.optimizer.step()
+            self.scheduler.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            self.step += 1
+            self.seconds += time.perf_counter() - started
+            record = {"step": self.step, "loss": running, "lr": lr,
+                      "epoch": round(epoch + (k + 1) / self.order.per_epoch, 4), "seconds": round(self.seconds, 3)}
+            if self.step % t.log_every == 0 or self.step == self.total_steps:
+                self.history.append(record)
+            bar.update(1)
+            bar.set_postfix(loss=f"{running:.4f}")
+            self._call("on_step", record)
+            due = (t.eval_every and self.step % t.eval_every == 0) or self.step == self.total_steps
+            if due and self.eval_examples and t.eval_max_examples > 0:
+                res = self.evaluate()
+                ev = {"step": self.step, "eval_loss": res["eval_loss"], "eval_accuracy": res.get("eval_accuracy"),
+                      "eval_examples": res["eval_examples"]}
+                self.history.append(ev)
+                self._call("on_evaluate", ev)
+            if t.save_every and self.step % t.save_every == 0:
+                self._save()
+            if delay:
+                time.sleep(delay)
+        bar.close()
+        self.model.eval()
+        return self.finish()
+
+    def finish(self) -> FinetuneResult:
+        cfg = self.config
+        final = next((h for h in reversed(self.history) if "eval_loss" in h), None)
+        metrics = {}
+        if final is not None:
+            metrics = {"eval_loss": final["eval_loss"], "eval_accuracy": final["eval_accuracy"]}
+        last = next((h for h in reversed(self.history) if "loss" in h), None)
+        if last is not None:
+            metrics["train_loss"] = last["loss"]
+        from .. import settings
+
+        ckpt.atomic_dir(self.out / "adapter", lambda tmp: save_adapter(self.model, tmp, cfg.model, settings.get_mode()))
+        ckpt.atomic_write_text(self.out / "history.json", json.dumps(self.history, indent=1))
+        summary = {"finished": True, "model": cfg.model, "family": self.family, "steps": self.step,
+                   "train_seconds": round(self.seconds, 2), "parameters": self.params, "metrics": metrics,
+                   "data": self.data_info, "device": self.quant_info.get("device"),
+                   "dtype": self.quant_info.get("dtype"), "quantization": cfg.quantization,
+                   "quantization_applied": self.quant_info.get("quantization_applied", False),
+                   "notes": [n for n in (self.quant_info.get("note"), self.quant_info.get("optimizer_note")) if n],
+                   "torch": torch.__version__, "threads": torch.get_num_threads()}
+        ckpt.atomic_write_text(self.out / "run.json", json.dumps(summary, indent=1))
+        result = FinetuneResult(self.out, self.model, self.processor, self.history, metrics, self.seconds, self.step,
+                                self.params, summary)
+        self._call("on_train_end", result)
+        return result
+
+
+# ----------------------------------------------------------------------------- entry points
+
+OWN_FILES = ("config.yaml", "run.json", "history.json", "adapter", ckpt.CHECKPOINTS)
+
+
+def _existing_run(out: Path) -> bool:
+    return any((out / name).exists() for name in OWN_FILES)
+
+
+def finetune(config, callbacks=None, progress: bool = True, overwrite: bool = False, device: str | None = None,
+             **overrides) -> FinetuneResult:
+    """Run a fine-tune from a config (YAML path, dict or :class:`FinetuneConfig`; dotted
+    ``overrides`` such as ``**{"training.max_steps": 20}``).
+
+    A fresh run refuses an ``output_dir`` that already holds one (resume it with :func:`resume`,
+    or pass ``overwrite=True`` to delete that run's files first). callbacks: ``None`` = a live
+    plot in notebooks and printed lines elsewhere; ``[]`` = silent.
+    """
+    cfg = load_config(config, **overrides).absolute_paths()
+    out = Path(cfg.output_dir)
+    if _existing_run(out):
+        if not overwrite:
+            raise ConfigError(f"output_dir {out} already holds a fine-tuning run. Continue it with "
+                              f"`vlmstudy finetune --resume {out}`, choose another output_dir, or pass overwrite "
+                              "(--overwrite) to delete it.")
+        for name in OWN_FILES:
+            p = out / name
+            shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
+    trainer = Trainer(cfg, callbacks, progress, device)
+    trainer.setup()  # checks data and model before anything is written
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt.atomic_write_text(out / "config.yaml", cfg.to_yaml())
+    return trainer.train()
+
+
+def resume(output_dir, callbacks=None, progress: bool = True, device: str | None = None) -> FinetuneResult:
+    """Continue the run in ``output_dir`` from its last complete checkpoint (or from the start if
+    it saved none). A finished run is loaded and returned as it is."""
+    out = Path(output_dir)
+    if not (out / "config.yaml").is_file():
+        raise ConfigError(f"{out} holds no fine-tuning run (no config.yaml). Start one with "
+                          "`vlmstudy finetune --config CONFIG.yaml`.")
+    cfg = load_config(out / "config.yaml")
+    if Path(cfg.output_dir).resolve() != out.resolve():  # the folder was moved: follow it
+        cfg = cfg.replace(output_dir=str(out.resolve()))
+    trainer = Trainer(cfg, callbacks, progress, device)
+    trainer.setup()
+    run_file = out / "run.json"
+    last = ckpt.latest_checkpoint(out)
+    if run_file.is_file() and json.loads(run_file.read_text()).get("finished"):
+        from peft import set_peft_model_state_dict
+        from safetensors.torch import load_file
+
+        set_peft_model_state_dict(trainer.model, load_file(str(out / "adapter" / "adapter_model.safetensors")))
+        trainer.history = json.loads((out / "history.json").read_text())
+        info = json.loads(run_file.read_text())
+        trainer.step, trainer.seconds = info["steps"], info["train_seconds"]
+        trainer.model.eval()
+        return FinetuneResult(out, trainer.model, trainer.processor, trainer.history, info["metrics"],
+                              trainer.seconds, trainer.step, trainer.params, info)
+    if last is not None:
+        trainer.load_checkpoint(last)
+    ckpt.clean_temporaries(out)
+    return trainer.train()
