@@ -211,6 +211,22 @@ def test_llava_token_attention(llava, scenes):
     assert 0.0 < raw.maps.reshape(len(raw.tokens), -1).sum(-1).max() <= 1.0 + 1e-5
 
 
+def test_llava_answer_relevancy(llava, scenes):
+    model, processor = llava
+    images = [s.render() for s in scenes[:2]]
+    questions = [attention.llava_question(s.objects[0]) for s in scenes[:2]]
+    record = {}
+    maps = attention.llava_answer_relevancy(model, processor, images, questions,
+                                            [s.objects[0].color for s in scenes[:2]], record=record)
+    _check_maps(maps, 2)
+    assert record["total"] == 2
+    own = attention.llava_answer_relevancy(model, processor, images, questions)   # the model's own answer
+    assert own.shape == (2, 8, 8)
+    other = attention.llava_answer_relevancy(model, processor, images, questions, ["purple", "green"])
+    assert not np.allclose(maps, other)                            # the answer word changes the map
+    assert all(not p.requires_grad for p in model.parameters()) or all(p.grad is None for p in model.parameters())
+
+
 # ----------------------------------------------------------------------------- pointing game
 
 def test_dilate_and_chance(scenes):
@@ -249,6 +265,9 @@ def test_pointing_game_oracle_scores_100_and_wrong_object_0(scenes):
         return m
 
     assert attention.pointing_game(other_object, scenes).accuracy == 0.0
+    # the fixed centre map hits exactly the centre objects
+    centre = attention.pointing_game(attention.centre_method, scenes)
+    assert centre.hits == sum(o.position == "centre" for s in scenes for o in s.objects)
     assert attention.pointing_game(corner, scenes).accuracy == 0.0
     row = oracle.as_row()
     assert row["hits"] == row["trials"] and row["ci95"][1] == 1.0
@@ -270,7 +289,8 @@ def test_pointing_game_table_and_cli(tmp_path, clip, blip, llava):
     rows = attention.pointing_game_table(n=3, seed=0, models={"clip": clip, "blip-caption": blip, "llava": llava})
     assert [r["method"] for r in rows[:-1]] == list(attention.METHODS) and rows[-1]["method"].startswith("chance")
     assert all(r["trials"] == rows[0]["trials"] for r in rows)
-    assert "answer_accuracy" in rows[-2]
+    llava_rows = [r for r in rows if r.get("model") == "llava"]
+    assert len(llava_rows) == 2 and all(0 <= r["answer_accuracy"] <= 1 for r in llava_rows)
     assert "| chance" in attention.format_table(rows)
     fig = plotting.pointing_bars(rows, title="pointing game")
     assert len(fig.axes[0].patches) == len(rows) - 1

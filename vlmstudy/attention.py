@@ -18,7 +18,8 @@ Contents
   :func:`clip_gradcam` (Grad-CAM on the tokens entering the last layer, a simpler variant).
 * BLIP: :func:`blip_word_attention`, the decoder's cross-attention from each word to the patches.
 * LLaVA: :func:`llava_token_attention`, the language model's attention from each generated token
-  to the 64 image tokens (found by ``config.image_token_id``).
+  to the 64 image tokens (found by ``config.image_token_id``), and :func:`llava_answer_relevancy`,
+  input x gradient on those image tokens for an answer word.
 * :func:`pointing_game` and :func:`pointing_game_table`: does a map's maximum land on the object a
   phrase names? ``python -m vlmstudy.attention --pointing-game --n 200`` writes the table to
   ``benchmarks/results/pointing_game.json``.
@@ -47,9 +48,9 @@ __all__ = [
     "CrossAttention", "use_eager_attention", "patch_grid",
     "vision_attentions", "cls_attention_map", "attention_rollout", "rollout_map",
     "clip_relevancy", "clip_gradcam",
-    "blip_word_attention", "llava_token_attention",
+    "blip_word_attention", "llava_token_attention", "llava_answer_relevancy",
     "normalize_map", "dilate", "pointing_game", "pointing_game_table", "chance_level",
-    "PointingResult", "TokenMaps", "METHODS", "DEFAULT_TOLERANCE",
+    "PointingResult", "TokenMaps", "METHODS", "DEFAULT_TOLERANCE", "oracle_method", "centre_method",
 ]
 
 #: Pointing-game tolerance in pixels (at 64 px): a map's maximum within this many pixels of the
@@ -655,37 +656,109 @@ def blip_words_method(model, processor, step: str = "predict", layers=None) -> C
 
 
 def llava_question(obj) -> str:
-    """The question the LLaVA pointing-game method asks about an object: its shape, by position."""
-    return f"what shape is {shapes.POSITION_PHRASES[obj.position]}?"
+    """The question the LLaVA pointing-game methods ask about an object: its colour, by position
+    (``"what colour is the shape on the left?"``); the answer is the object's colour word."""
+    return f"what colour is the shape {shapes.POSITION_PHRASES[obj.position]}?"
 
 
-def llava_answer_method(model, processor, layers=None, record: dict | None = None) -> Callable:
-    """Pointing-game method: LLaVA's attention to the image tokens at the step that writes the
-    first answer token of ``"what shape is on the left?"`` (position of the target object).
-    ``record`` (a dict) collects how often that answer token is the right shape."""
+def _llava_batch(model, processor, images, questions) -> dict:
+    """Chat prompts for one question per image, left-padded so every prompt ends at the last position."""
     from .generation import chat_prompt
 
+    device, dtype = _device_dtype(model)
+    prompts = [chat_prompt(processor, [(q, None)]) for q in questions]
+    tok = processor.tokenizer
+    old = tok.padding_side
+    tok.padding_side = "left"
+    try:
+        enc = processor(images=_images(images), text=prompts, padding=True, return_tensors="pt")
+    finally:
+        tok.padding_side = old
+    return {k: (v.to(device, dtype) if v.is_floating_point() else v.to(device)) for k, v in enc.items()}
+
+
+def _record(record: dict | None, logits: torch.Tensor, truth: list[int]) -> None:
+    if record is not None:
+        pred = logits.argmax(-1).tolist()
+        record["correct"] = record.get("correct", 0) + sum(p == q for p, q in zip(pred, truth))
+        record["total"] = record.get("total", 0) + len(pred)
+
+
+def _answer_ids(processor, answers: Sequence[str]) -> list[int]:
+    ids = [_blip_text_ids(processor, a) for a in answers]
+    if any(not i for i in ids):
+        raise ConfigError(f"every answer needs at least one token; got {list(answers)}.")
+    return [i[0] for i in ids]
+
+
+def llava_answer_relevancy(model, processor, images, questions, answers: Sequence[str] | None = None,
+                           normalize: str | None = "minmax", record: dict | None = None) -> np.ndarray:
+    """Input x gradient on LLaVA's image tokens: which of the 64 image tokens raise the probability
+    of the answer's first token? ``(B, grid, grid)``.
+
+    One question per image. answers: the answer whose log-probability is explained (e.g. the
+    true colour word); ``None`` explains the model's own greedy answer. The image tokens are the
+    projector's outputs (what the language model receives); the map is
+    ``ReLU(sum_channels(feature * d log p(answer) / d feature))``.
+    """
+    images = _images(images)
+    questions = _texts(questions, len(images))
+    enc = _llava_batch(model, processor, images, questions)
+    store: dict = {}
+
+    def hook(module, args, output):  # make the projected image features a leaf we can differentiate
+        out = output.detach().requires_grad_(True)
+        store["features"] = out
+        return out
+
+    handle = model.model.multi_modal_projector.register_forward_hook(hook)
+    try:
+        with torch.enable_grad():
+            logits = model(**enc, return_dict=True).logits[:, -1].float()
+            truth = _answer_ids(processor, answers) if answers is not None else logits.argmax(-1).tolist()
+            logp = logits.log_softmax(-1).gather(1, torch.tensor(truth, device=logits.device)[:, None]).sum()
+            (grad,) = torch.autograd.grad(logp, [store["features"]])
+    finally:
+        handle.remove()
+    _record(record, logits.detach(), truth)
+    feats = store["features"].detach().float()
+    cam = (feats * grad.float()).sum(-1).clamp(min=0)             # (B, image tokens)
+    grid = patch_grid(model)
+    cam = cam.reshape(len(images), -1, grid * grid)[:, 0]          # one image per prompt
+    return normalize_map(_to_grid(cam, grid), normalize)
+
+
+def llava_attention_method(model, processor, layers=None, record: dict | None = None) -> Callable:
+    """Pointing-game method: LLaVA's attention to the image tokens at the step that writes the
+    answer to :func:`llava_question` (the target's colour word), averaged over heads and layers.
+    ``record`` (a dict) collects how often that answer is the right colour."""
     @torch.no_grad()
     def method(scenes, targets):
-        device, dtype = _device_dtype(model)
-        prompts = [chat_prompt(processor, [(llava_question(s.objects[t]), None)]) for s, t in zip(scenes, targets)]
-        tok = processor.tokenizer
-        old = tok.padding_side
-        tok.padding_side = "left"
-        try:
-            enc = processor(images=_render(scenes), text=prompts, padding=True, return_tensors="pt")
-        finally:
-            tok.padding_side = old
-        enc = {k: (v.to(device, dtype) if v.is_floating_point() else v.to(device)) for k, v in enc.items()}
-        last = torch.full((len(scenes), 1), enc["input_ids"].shape[1] - 1, device=device)
+        enc = _llava_batch(model, processor, _render(scenes), [llava_question(s.objects[t]) for s, t in zip(scenes, targets)])
+        last = torch.full((len(scenes), 1), enc["input_ids"].shape[1] - 1, device=enc["input_ids"].device)
         maps, out = _llava_maps(model, enc, last, layers)
-        if record is not None:
-            pred = out.logits[:, -1].argmax(-1).tolist()
-            truth = [_blip_text_ids(processor, s.objects[t].shape)[0] for s, t in zip(scenes, targets)]
-            record["correct"] = record.get("correct", 0) + sum(p == q for p, q in zip(pred, truth))
-            record["total"] = record.get("total", 0) + len(pred)
+        _record(record, out.logits[:, -1], _answer_ids(processor, [s.objects[t].color for s, t in zip(scenes, targets)]))
         return maps[:, 0].cpu().numpy()
     return method
+
+
+def llava_relevancy_method(model, processor, record: dict | None = None) -> Callable:
+    """Pointing-game method: :func:`llava_answer_relevancy` for :func:`llava_question` and the
+    target's true colour word."""
+    def method(scenes, targets):
+        return llava_answer_relevancy(model, processor, _render(scenes),
+                                      [llava_question(s.objects[t]) for s, t in zip(scenes, targets)],
+                                      [s.objects[t].color for s, t in zip(scenes, targets)], record=record)
+    return method
+
+
+
+def centre_method(scenes, targets):
+    """Text-blind, model-free baseline: a map peaked at the image centre (hits whenever the target
+    is the centre object). Attention maps that score like this are only looking at the middle."""
+    g = np.arange(8) - 3.5
+    bump = np.exp(-(g[:, None] ** 2 + g[None, :] ** 2) / 8.0)
+    return np.repeat(bump[None], len(scenes), axis=0)
 
 
 def oracle_method(scenes, targets):
@@ -693,14 +766,17 @@ def oracle_method(scenes, targets):
     return np.stack([shapes.masks(s)[t].astype(np.float32) for s, t in zip(scenes, targets)])
 
 
-#: The pointing-game table's methods: name -> (model name, factory(model, processor) -> method, text-conditioned?).
+#: The pointing-game table's methods: name -> (model name, factory(model, processor) -> method, text-conditioned?);
+#: a model name of None: the method needs no model (factory() returns it).
 METHODS: dict[str, tuple[str, Callable, bool]] = {
     "CLIP relevancy (Chefer et al.)": ("clip", clip_relevancy_method, True),
     "CLIP Grad-CAM (penultimate tokens)": ("clip", clip_gradcam_method, True),
     "CLIP last-layer CLS attention": ("clip", clip_cls_method, False),
     "CLIP attention rollout": ("clip", clip_rollout_method, False),
     "BLIP cross-attention (colour + shape words)": ("blip-caption", blip_words_method, True),
-    "LLaVA attention answering 'what shape is <where>?'": ("llava", llava_answer_method, True),
+    "LLaVA attention writing the colour word": ("llava", llava_attention_method, True),
+    "LLaVA input x gradient of the colour word": ("llava", llava_relevancy_method, True),
+    "image centre (fixed map, no model)": (None, lambda: centre_method, False),
 }
 
 
@@ -749,11 +825,15 @@ def pointing_game_table(n: int = 200, seed: int = 0, methods: Sequence[str] | No
     rows = []
     for name in names:
         model_name, factory, conditioned = METHODS[name]
-        if model_name not in models:
-            models[model_name] = load(model_name)
-        model, processor = models[model_name]
         record: dict = {}
-        method = factory(model, processor, record=record) if factory is llava_answer_method else factory(model, processor)
+        if model_name is None:
+            method = factory()
+        else:
+            if model_name not in models:
+                models[model_name] = load(model_name)
+            model, processor = models[model_name]
+            takes_record = factory in (llava_attention_method, llava_relevancy_method)
+            method = factory(model, processor, record=record) if takes_record else factory(model, processor)
         result = pointing_game(method, scenes, tolerance=tolerance, name=name)
         row = result.as_row()
         row.update(model=model_name, text_conditioned=conditioned)
@@ -769,13 +849,31 @@ def pointing_game_table(n: int = 200, seed: int = 0, methods: Sequence[str] | No
     return rows
 
 
+def results_path():
+    """Where ``python -m vlmstudy.attention --pointing-game`` writes its table by default."""
+    from pathlib import Path
+
+    return Path(__file__).resolve().parent.parent / "benchmarks" / "results" / "pointing_game.json"
+
+
+def stored_results() -> dict | None:
+    """The stored full-size pointing-game run (``benchmarks/results/pointing_game.json``), or None."""
+    import json
+
+    path = results_path()
+    return json.loads(path.read_text()) if path.exists() else None
+
+
 def format_table(rows: Sequence[dict]) -> str:
     """The rows of :func:`pointing_game_table` as a Markdown table."""
-    lines = ["| method | pointing accuracy | hits / trials | 95% CI | chance |", "|---|---|---|---|---|"]
+    lines = ["| method | reads the text | pointing accuracy | hits / trials | 95% CI | chance | model's answers right |",
+             "|---|---|---|---|---|---|---|"]
     for r in rows:
         ci = f"{r['ci95'][0]:.2f}-{r['ci95'][1]:.2f}" if r.get("ci95") else ""
         ht = f"{r['hits']}/{r['trials']}" if r.get("hits") is not None else ""
-        lines.append(f"| {r['method']} | {r['accuracy']:.3f} | {ht} | {ci} | {r['chance']:.3f} |")
+        reads = {True: "yes", False: "no"}.get(r.get("text_conditioned"), "")
+        answers = f"{r['answer_accuracy']:.2f}" if r.get("answer_accuracy") is not None else ""
+        lines.append(f"| {r['method']} | {reads} | {r['accuracy']:.3f} | {ht} | {ci} | {r['chance']:.3f} | {answers} |")
     return "\n".join(lines)
 
 
@@ -806,7 +904,7 @@ def _main(argv: Sequence[str] | None = None) -> int:
     rows = pointing_game_table(args.n, args.seed, tolerance=args.tolerance, progress=True)
     print()
     print(format_table(rows))
-    out = Path(args.out) if args.out else Path(__file__).resolve().parent.parent / "benchmarks" / "results" / "pointing_game.json"
+    out = Path(args.out) if args.out else results_path()
     out.parent.mkdir(parents=True, exist_ok=True)
     data = {
         "benchmark": "pointing_game",
@@ -817,7 +915,7 @@ def _main(argv: Sequence[str] | None = None) -> int:
                    "hit": "argmax of the map, bilinearly upsampled to 64 px, inside the target mask dilated by "
                           f"{args.tolerance} px (square structuring element)"},
         "rows": rows,
-        "models": {m: _training_status(m) for m in sorted({v[0] for v in METHODS.values()})},
+        "models": {m: _training_status(m) for m in sorted({v[0] for v in METHODS.values()} - {None})},
         "seconds": round(time.perf_counter() - start, 1),
         "machine": {"cpu_count": os.cpu_count(), "threads": args.threads, "load_average": list(os.getloadavg()),
                     "torch": torch.__version__, "transformers": transformers.__version__, "python": platform.python_version()},

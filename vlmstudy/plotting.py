@@ -592,8 +592,8 @@ def heatmap_grid(images, maps, titles: Sequence[str] | None = None, cols: int | 
     """Several patch-resolution maps ``(n, h, w)`` overlaid on their images, one panel each.
 
     images: one image for every map (a word's map on the same picture) or one per map. Each map
-    is upsampled bilinearly and scaled to [0, 1] as in :func:`overlay_heatmap`; its peak is
-    marked with a white ``+``. show_image: a first panel with the bare image. Returns the figure.
+    is upsampled bilinearly and scaled to [0, 1] as in :func:`overlay_heatmap` (drawn more opaque
+    where it is high, so the picture shows through elsewhere); its peak is marked with a white ``+``. show_image: a first panel with the bare image. Returns the figure.
     """
     m = _array(maps, "maps")
     if m.ndim == 2:
@@ -614,7 +614,10 @@ def heatmap_grid(images, maps, titles: Sequence[str] | None = None, cols: int | 
     n = len(m) + int(show_image)
     cols = cols or min(n, 6)
     rows = math.ceil(n / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * scale, rows * (scale + 0.3)), squeeze=False)
+    wrapped = ["\n".join(textwrap.wrap(t, 20)) for t in titles] if titles is not None else []
+    lines = max([t.count("\n") + 1 for t in wrapped if t] or [0])
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * scale, rows * (scale + 0.2 + 0.17 * lines) + 0.3 * bool(title)),
+                             squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     panels = list(axes.flat)
@@ -626,11 +629,12 @@ def heatmap_grid(images, maps, titles: Sequence[str] | None = None, cols: int | 
         lo, hi = float(up.min()), float(up.max())
         up = (up - lo) / (hi - lo) if hi > lo else np.zeros_like(up)
         ax.imshow(img)
-        ax.imshow(up, cmap=cmap, alpha=float(alpha), vmin=0.0, vmax=1.0)
+        # opacity grows with the map's value: the picture stays visible where the map is low
+        ax.imshow(up, cmap=cmap, alpha=float(alpha) * (0.25 + 0.75 * up), vmin=0.0, vmax=1.0)
         r, c = np.unravel_index(int(np.argmax(up)), up.shape)
         ax.plot([c], [r], marker="+", color="white", markersize=10, markeredgewidth=2)
-        if titles is not None and titles[i]:
-            ax.set_title("\n".join(textwrap.wrap(titles[i], 22)), fontsize=9)
+        if wrapped and wrapped[i]:
+            ax.set_title(wrapped[i], fontsize=9)
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
@@ -652,12 +656,12 @@ def pointing_bars(rows: Sequence[dict], title: str | None = None):
     err = None
     if all(r.get("ci95") for r in rows):
         err = np.array([[a - r["ci95"][0], r["ci95"][1] - a] for a, r in zip(acc, rows)]).T
-    ax.barh(ys, acc, xerr=err, color=colors, capsize=3)
+    ax.barh(ys, acc, xerr=err, color=colors, capsize=3, ecolor="0.3")
     for y, a in zip(ys, acc):
-        ax.text(min(a + 0.02, 0.93), y, f"{a:.2f}", va="center", fontsize=8)
+        ax.text(0.01, y, f"{a:.2f}", va="center", ha="left", fontsize=8, color="white", fontweight="bold")
     chance = float(np.mean([r["chance"] for r in rows]))
-    ax.axvline(chance, color="k", ls="--", lw=1)
-    ax.text(chance, len(rows) - 0.4, f" chance {chance:.2f}", fontsize=8, va="bottom")
+    ax.axvline(chance, color="k", ls="--", lw=1, label=f"chance ({chance:.2f})")
+    ax.legend(loc="lower right", fontsize=8)
     ax.set_yticks(ys, ["\n".join(textwrap.wrap(n, 34)) for n in names], fontsize=8)
     ax.invert_yaxis()
     ax.set_xlim(0, 1)
