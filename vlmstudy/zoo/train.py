@@ -29,10 +29,10 @@ CONTRASTIVE = {"clip": ContrastiveConfig(family="clip"), "siglip": ContrastiveCo
 GENERATIVE = {
     "llava": GenerativeConfig(steps=1500, batch=32, lr=1e-3),
     "llava-next": GenerativeConfig(steps=500, batch=16, lr=5e-4),
-    "blip-caption": GenerativeConfig(steps=1200, batch=32, lr=5e-4),
-    "blip-vqa": GenerativeConfig(steps=1200, batch=32, lr=5e-4),
-    "blip2": GenerativeConfig(steps=1200, batch=48, lr=1e-3),
-    "instructblip": GenerativeConfig(steps=1200, batch=48, lr=1e-3),
+    "blip-caption": GenerativeConfig(steps=600, batch=32, lr=5e-4),
+    "blip-vqa": GenerativeConfig(steps=600, batch=32, lr=5e-4),
+    "blip2": GenerativeConfig(steps=600, batch=32, lr=1e-3),
+    "instructblip": GenerativeConfig(steps=600, batch=32, lr=1e-3),
 }
 DISTILL_STEPS = 200
 
