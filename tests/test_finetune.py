@@ -309,6 +309,8 @@ def test_target_modules_stay_in_the_language_model():
     assert sorted(resolve_target_modules(model, ["q_proj", "v_proj"])) == sorted(
         n for n in names if n.endswith(("q_proj", "v_proj")))
     assert resolve_target_modules(model, ["multi_modal_projector.linear_1"]) == ["model.multi_modal_projector.linear_1"]
+    projector = ["model.multi_modal_projector.linear_1", "model.multi_modal_projector.linear_2"]
+    assert resolve_target_modules(model, ["all-linear", "multi_modal_projector"]) == names + projector
     with pytest.raises(ConfigError, match="'qproj' match no linear layer.*q_proj"):
         resolve_target_modules(model, ["qproj"])
     with pytest.raises(ConfigError, match="not a module"):

@@ -77,15 +77,16 @@ def concept_dataset(out_dir: str | Path, n_concept: int = 150, n_ordinary: int =
 
 
 def concept_test(n: int = 60, seed: int = 7, color: str | None = "brown", shape: str | None = None,
-                 size: int = 64) -> tuple[list[Example], list[Example]]:
+                 size: int = 64, n_ordinary: int | None = None) -> tuple[list[Example], list[Example]]:
     """``(new, ordinary)`` held-out examples (images in memory, ``test`` split scenes):
-    ``n`` questions answered by the new word, one per new scene, and ``n`` ordinary questions."""
+    ``n`` questions answered by the new word, one per new scene, and ``n_ordinary`` (default
+    ``n``) ordinary questions, one per ordinary scene."""
     rng = random.Random(seed)
     new_ex, old_ex = [], []
     for i, scene in enumerate(concept_scenes(n, seed, "test", color, shape)):
         qa = rng.choice(target_questions(scene, color, shape))
         new_ex.append(Example(scene.render(size), qa.question, qa.answer, (), i))
-    for i, scene in enumerate(shapes.make_scenes("test", n, seed=seed + 1)):
+    for i, scene in enumerate(shapes.make_scenes("test", n if n_ordinary is None else n_ordinary, seed=seed + 1)):
         qa = rng.choice(shapes.questions(scene, rng))
         old_ex.append(Example(scene.render(size), qa.question, qa.answer, (), i))
     return new_ex, old_ex

@@ -166,26 +166,35 @@ def language_model_linears(model) -> list[str]:
 def resolve_target_modules(model, target) -> list[str]:
     """Full module names for ``lora.target_modules``.
 
-    ``"all-linear"``: every linear layer of the language model. A list of short names
-    (``q_proj``): those layers inside the language model only (the vision tower has ``q_proj``
-    too, and stays frozen). A dotted name (``multi_modal_projector.linear_1``): that module
-    anywhere in the model. Each name must match at least one layer.
+    ``"all-linear"``: every linear layer of the language model. A list may hold ``all-linear``,
+    short layer names (``q_proj``: those layers inside the language model only; the vision tower
+    has ``q_proj`` too, and stays frozen), and module names or dotted paths anywhere in the model
+    (``multi_modal_projector``: every linear layer inside it; ``multi_modal_projector.linear_1``).
+    Each entry must match at least one linear layer.
     """
     lm = language_model_linears(model)
     if target == "all-linear":
         return lm
     all_linear = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)]
+
+    def inside(name: str, module: str) -> bool:
+        return name == module or name.endswith("." + module) or f".{module}." in f".{name}"
+
     chosen, missing = [], []
     for t in target:
-        hits = [n for n in all_linear if n == t or n.endswith("." + t)] if "." in t else \
-               [n for n in lm if n.rsplit(".", 1)[-1] == t]
+        if t == "all-linear":
+            hits = lm
+        elif "." not in t:
+            hits = [n for n in lm if n.rsplit(".", 1)[-1] == t] or [n for n in all_linear if inside(n, t)]
+        else:
+            hits = [n for n in all_linear if inside(n, t)]
         (chosen.extend(hits) if hits else missing.append(t))
     if missing:
         short = sorted({n.rsplit(".", 1)[-1] for n in lm})
         raise ConfigError(f"lora.target_modules: {', '.join(repr(m) for m in missing)} match no linear layer of the "
-                          f"{family(model)} language model. Allowed: all-linear, or names among {', '.join(short)} "
-                          "(or a dotted module path such as multi_modal_projector.linear_1).")
-    return sorted(set(chosen), key=chosen.index)
+                          f"{family(model)} model. Allowed: all-linear, names among {', '.join(short)} (inside the "
+                          "language model), or a module of the model such as multi_modal_projector.")
+    return list(dict.fromkeys(chosen))
 
 
 def token_ids_for_words(tokenizer, words) -> list[int]:

@@ -1,0 +1,369 @@
+# %% [markdown]
+# # 11 · LoRA and QLoRA: teaching LLaVA a colour it has never seen
+#
+# **Objective.** By the end of this notebook you can fine-tune a vision-language model on your
+# own data with LoRA: write the data in one of the course's three formats, describe the run in a
+# config, train it (with a live loss curve, evaluation and checkpoints that survive a crash),
+# measure what changed, and save, reload and merge the result. You will also know what the LoRA
+# knobs `r` and `alpha` do, and what QLoRA changes on a GPU.
+#
+# The task: the tiny LLaVA was trained on eight colours. **Brown** is in its vocabulary but
+# appeared in none of its training text, so it has never said "brown". We will teach it, in
+# well under a minute on a laptop CPU, without making it forget the other colours.
+
+# %%
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+import torch
+
+import vlmstudy
+from vlmstudy import data, finetune, plotting, shapes
+from vlmstudy.finetune import concept
+from vlmstudy.generation import chat_prompt
+
+# One thread: runs on these tiny models are then repeatable bit for bit, and a busy 2-core machine
+# does not slow them down tenfold (threads waiting for each other); a big model wants them all.
+torch.set_num_threads(1)
+vlmstudy.seed_everything(0)
+model, processor = vlmstudy.load("llava")
+work = Path(tempfile.mkdtemp(prefix="vlmstudy-11-"))   # every file this notebook writes goes here
+print(type(model).__name__, "in", vlmstudy.get_mode(), "mode; files in", work)
+
+# %% [markdown]
+# ## Step 1: what the model does with a colour it has never seen
+#
+# `concept.concept_test` paints one object of each held-out test scene brown and asks the question
+# whose answer is the new word ("what colour is the shape on the left?"). It also gives ordinary
+# test questions, so that we can check later that nothing else was forgotten.
+
+# %%
+new_test, old_test = concept.concept_test(n=60, seed=7, n_ordinary=150)
+plotting.show_images([e.image for e in new_test[:4]], titles=[e.question for e in new_test[:4]], scale=2.0);
+
+# %%
+before_new = finetune.evaluate(model, processor, new_test, loss=False)
+before_old = finetune.evaluate(model, processor, old_test, loss=False)
+print(f"brown questions:    {before_new['eval_accuracy']:.2f} exact match")
+print(f"ordinary questions: {before_old['eval_accuracy']:.2f} exact match")
+print("what it answers instead of 'brown':", Counter(r["prediction"] for r in before_new["predictions"]).most_common(4))
+
+# %% [markdown]
+# It answers with the nearest colour it knows (red, orange ...): it sees *something*, but it has
+# no word for it. Why can it not simply say "brown"? The last layer, `lm_head`, turns the final
+# hidden state into one score per vocabulary word. The row for "brown" was never the right answer
+# during training, and every training step *lowered* the score of every word that was not the
+# answer, so brown's row now points away from anything the model computes:
+
+# %%
+tok = processor.tokenizer
+brown = tok.convert_tokens_to_ids("brown")
+ex = new_test[0]
+enc = processor(images=[ex.image], text=chat_prompt(processor, [(ex.question, None)]), return_tensors="pt")
+with torch.no_grad():
+    logits = model(**enc).logits[0, -1]
+rank = int((logits > logits[brown]).sum()) + 1
+print(f"'brown' is word {rank} of {len(logits)} for this image; the top word is {tok.decode([int(logits.argmax())])!r}")
+
+# %% [markdown]
+# ## Step 2: the data
+#
+# Fine-tuning data comes in one of three JSON formats (`vlmstudy.data`): **caption**
+# (`image`, `caption`), **vqa** (`image`, `question`, `answer`) and **instruction** (`image`,
+# `conversations`: alternating `human` / `gpt` turns, `<image>` in the first one). Image paths are
+# relative to the JSON file. Converters read the public COCO-captions and VQAv2 files
+# (`data.coco_to_caption`, `data.vqav2_to_vqa`, or `vlmstudy data convert ...`).
+#
+# Our training set, in the vqa format: 120 scenes with a brown object (one question answered by
+# "brown" each, plus two other questions about the scene, some of which *name* brown in the
+# question) and 120 ordinary scenes (three questions each). The ordinary half is what keeps the
+# model from forgetting: a fine-tune only on the new word would soon answer "brown" to everything.
+
+# %%
+train_file = concept.concept_dataset(work / "brown-data", n_concept=120, n_ordinary=120, per_scene=3, seed=0)
+dataset = data.load_dataset(train_file)
+print(dataset)
+print(f"{sum(r['answer'] == 'brown' for r in dataset)} answers are 'brown'")
+for record in dataset.records[:3]:
+    print({**record, "image": Path(record["image"]).name})
+
+# %% [markdown]
+# `load_dataset` checks every record before anything trains, and names each bad one by index and
+# field. A run refuses to start on bad data (or skips the bad records with `skip_invalid: true`):
+
+# %%
+broken = [dict(dataset.records[0], answer=""),
+          {"image": "images/missing.png", "conversations": [{"from": "human", "value": "what is it?"},
+                                                            {"from": "gpt", "value": "a circle"}]}]
+for fmt, record in (("vqa", broken[0]), ("instruction", broken[1])):
+    for problem in data.validate_records([record], fmt, image_root=train_file.parent):
+        print(f"{fmt:12}", problem)
+
+# %% [markdown]
+# ## Step 3: LoRA, and which weights we train
+#
+# LoRA ([Hu et al., 2021](https://arxiv.org/abs/2106.09685)) freezes every weight matrix `W` of
+# the model and learns a *low-rank* change to it: `W' = W + (alpha / r) · B A`, with `A` of shape
+# `r x d_in` and `B` of shape `d_out x r`. `B` starts at zero, so training starts from the
+# original model exactly. For a `128 x 128` layer and `r = 8`, that is `8 · (128 + 128) = 2048`
+# trainable numbers instead of 16 384. We put adapters on every linear layer of the *language
+# model* (`target_modules: all-linear`); the CLIP vision tower stays frozen, as in LLaVA's own
+# fine-tuning.
+#
+# **The new word needs one more thing.** LoRA on the attention and MLP layers can only change the
+# *hidden state*; the score of "brown" is that hidden state times brown's row of `lm_head`, a row
+# that training pushed out of the way (above). We also train exactly that row, and brown's row of
+# the input embedding (for questions that *mention* brown): `trainable_tokens: [brown]`, which
+# becomes peft's `trainable_token_indices`. That is 2 x 128 extra numbers. The alternatives are
+# `modules_to_save: [lm_head]` (a trainable copy of the whole output layer: every word's row, which
+# on a real 7 B model is 131 M parameters, and which lets every other word drift too) or LoRA on
+# `lm_head` (a low-rank change to all rows). The r / alpha sweep below also shows what LoRA alone,
+# without the brown rows, manages in the same number of steps.
+#
+# **And the eyes.** Brown (RGB 125, 75, 35) is close to orange and red. We also put adapters on
+# the two layers of the **projector** that hands the image features to the language model, so that
+# brown objects can become distinct tokens there (`multi_modal_projector` in `target_modules`; LLaVA
+# itself trains the whole projector when it is fine-tuned). The CLIP vision tower stays frozen.
+#
+# The whole run is one config (a dict here; a YAML file on the command line, see the end):
+
+# %%
+config = {
+    "model": "llava",
+    "output_dir": str(work / "llava-brown"),
+    "seed": 0,
+    "data": {"path": str(train_file), "format": "vqa", "eval_split": 0.1},
+    "lora": {"r": 8, "alpha": 16, "dropout": 0.0, "target_modules": ["all-linear", "multi_modal_projector"],
+             "trainable_tokens": ["brown"]},
+    "training": {"max_steps": 80, "batch_size": 32, "learning_rate": 3e-3, "warmup_steps": 3,
+                 "eval_every": 20, "save_every": 20, "eval_max_examples": 40},
+}
+cfg = finetune.load_config(config)      # checks every key; a typo gets a "did you mean" hint
+try:
+    finetune.load_config(config, **{"lora.alfa": 16, "training.lr_scheduler": "cosin"})
+except vlmstudy.ConfigError as err:
+    print(err)
+
+# %% [markdown]
+# ## Step 4: train
+#
+# `finetune.finetune(config)` loads the model, wraps it with the adapters, and trains; the curve
+# redraws as it goes (training loss per step; eval loss and exact-match accuracy on the held-out
+# 10 % every `eval_every` steps). Every `save_every` steps a checkpoint is written. 80 steps of 32
+# questions: about 20-30 seconds on a laptop CPU.
+
+# %%
+start = time.perf_counter()
+result = finetune.finetune(cfg)
+wall = time.perf_counter() - start
+print(result)
+print(f"training loop {result.seconds:.1f} s, {wall:.1f} s with loading and evaluation")
+
+# %%
+params = result.params
+print(f"trainable parameters: {params['trainable']:,} of {params['total']:,} ({params['percent']:.2f} %)")
+kinds = Counter()
+for name, p in result.model.named_parameters():
+    if p.requires_grad:
+        kinds["LoRA A" if "lora_A" in name else "LoRA B" if "lora_B" in name else "brown rows (trainable_tokens)"] += p.numel()
+print(dict(kinds))
+
+# %% [markdown]
+# ## Step 5: before and after
+
+# %%
+after_new = finetune.evaluate(result.model, processor, new_test, loss=False)
+after_old = finetune.evaluate(result.model, processor, old_test, loss=False)
+scores = {"before": {"brown questions": before_new["eval_accuracy"], "ordinary questions": before_old["eval_accuracy"]},
+          "after LoRA": {"brown questions": after_new["eval_accuracy"], "ordinary questions": after_old["eval_accuracy"]}}
+print(scores)
+plotting.accuracy_bars(scores, title="exact match on held-out test scenes", target=0.9);
+
+# %% [markdown]
+# How good can it get? The brown questions need the model to find the right object first ("the
+# shape on the left"), and the stand-in is not perfect at that. The same questions about scenes
+# whose object has a colour it *knows* show that ceiling (before any fine-tuning):
+
+# %%
+ceiling = {c: finetune.evaluate(model, processor, concept.concept_test(60, seed=7, color=c, n_ordinary=1)[0],
+                                loss=False)["eval_accuracy"] for c in ("orange", "red", "blue")}
+print("same questions, known colours, before fine-tuning:", {c: round(a, 2) for c, a in ceiling.items()})
+print(f"brown after fine-tuning: {after_new['eval_accuracy']:.2f}")
+
+# %%
+show = list(range(6))
+plotting.show_images([new_test[i].image for i in show], cols=6, scale=1.8, wrap=22, titles=[
+    f"{new_test[i].question} before: {before_new['predictions'][i]['prediction']} | "
+    f"after: {after_new['predictions'][i]['prediction']}" for i in show]);
+
+# %% [markdown]
+# The loss curve of the run, redrawn from its history (also saved as `history.json`):
+
+# %%
+result.plot(title="LLaVA learns 'brown'");
+
+# %% [markdown]
+# ## Step 6: what is on disk, checkpoints and resume
+#
+# The output folder holds the config (with absolute paths), the checkpoints, the final adapter
+# and a summary. A checkpoint is written to a temporary folder, synced to disk and then *renamed*
+# into place, so a run killed at any moment (power cut, `kill -9`, a closed laptop) leaves only
+# complete checkpoints. Each holds the adapter, the optimizer and scheduler state, the random
+# states of Python, NumPy and torch, and the step (the data order is a function of the seed and the
+# step). `vlmstudy finetune --resume OUTPUT_DIR` continues from the last one and ends with exactly
+# the weights an uninterrupted run would have (the test suite kills a run with SIGKILL and checks
+# this bit for bit).
+
+# %%
+out = result.output_dir
+for path in sorted(out.rglob("*")):
+    if path.is_file():
+        print(f"{path.stat().st_size:>10,}  {path.relative_to(out)}")
+
+# %% [markdown]
+# ## Step 7: save, load, merge
+#
+# The adapter alone is small (a few hundred KB here; ~160 MB for r = 16 on a 7 B model, against
+# 14 GB for the model itself), so you can keep one base model and many adapters.
+# `finetune.load_adapter` rebuilds base + adapter. `finetune.merge_adapter` folds `(alpha/r) B A`
+# into each `W` and saves an ordinary model (safetensors): no peft needed to use it, no extra cost
+# per token, and `vlmstudy.load(folder)` loads it like any stand-in.
+
+# %%
+merged_dir = finetune.merge_adapter(out, work / "llava-brown-merged")
+merged, merged_processor = vlmstudy.load(str(merged_dir))
+print(type(merged).__name__, "with", sum(p.numel() for p in merged.parameters()), "parameters, from", merged_dir.name)
+merged_new = finetune.evaluate(merged, merged_processor, new_test, loss=False)
+same = [a["prediction"] == b["prediction"] for a, b in zip(after_new["predictions"], merged_new["predictions"])]
+with torch.no_grad():
+    gap = (merged(**enc).logits - result.model(**enc).logits).abs().max().item()
+print(f"merged model: {merged_new['eval_accuracy']:.2f} on brown questions; same answer as the adapter model "
+      f"on {sum(same)}/{len(same)}; largest logit difference {gap:.1e}")
+
+# %% [markdown]
+# ## Step 8: what `r` and `alpha` do
+#
+# * **`r`** (rank) is how many directions the update `B A` can change a layer in: the number of
+#   trainable parameters grows linearly with it. A new colour word is a *small* change, so a
+#   small rank is enough; large ranks cost memory and mainly help on large, varied datasets.
+# * **`alpha`** scales the update: the layer adds `(alpha / r) · B A`. Because `B` starts at zero
+#   and Adam moves each number by about the learning rate per step, `alpha / r` acts like a
+#   multiplier on the learning rate of the adapter. Keeping `alpha = 2 r` keeps that scale fixed
+#   while you change `r` (a common convention).
+#
+# A small sweep, each run a quarter as long as the one above (20 steps, about half a minute in
+# all): first `r` with `alpha = 2 r`, then `alpha` at `r = 8`, and one run of LoRA alone, without
+# training brown's rows.
+
+# %%
+def short_run(name, **lora):
+    overrides = {"output_dir": str(work / f"sweep-{name}"), "training.max_steps": 20, "training.eval_every": None,
+                 "training.save_every": None, "data.eval_split": 0, **{f"lora.{k}": v for k, v in lora.items()}}
+    res = finetune.finetune(cfg, callbacks=[], progress=False, **overrides)
+    acc = finetune.evaluate(res.model, processor, new_test, loss=False)["eval_accuracy"]
+    return {"accuracy": acc, "trainable": res.params["trainable"], "seconds": res.seconds}
+
+
+sweep_alpha = {a: short_run(f"alpha{a}", r=8, alpha=a) for a in (2, 16, 128)}
+sweep_r = {1: short_run("r1", r=1, alpha=2), 8: sweep_alpha[16], 16: short_run("r16", r=16, alpha=32)}
+lora_only = short_run("no-tokens", trainable_tokens=[])
+for r, row in sweep_r.items():
+    print(f"r={r:<3} alpha={2 * r:<4} trainable {row['trainable']:>7,}  brown accuracy {row['accuracy']:.2f}  ({row['seconds']:.1f} s)")
+for a, row in sweep_alpha.items():
+    print(f"r=8   alpha={a:<4} scale {a / 8:>5.2f}  brown accuracy {row['accuracy']:.2f}")
+print(f"LoRA only (no brown rows), r=8 alpha=16: brown accuracy {lora_only['accuracy']:.2f}")
+
+# %%
+import matplotlib.pyplot as plt
+
+fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.2))
+ax1.plot(list(sweep_r), [row["accuracy"] for row in sweep_r.values()], "o-", label="brown accuracy")
+ax1.set_xscale("log", base=2)
+ax1.set_xlabel("rank r (alpha = 2r)")
+ax1.set_ylabel("exact match")
+ax1.set_ylim(-0.02, 1.02)
+ax1b = ax1.twinx()
+ax1b.plot(list(sweep_r), [row["trainable"] for row in sweep_r.values()], "s--", color="tab:gray")
+ax1b.set_ylabel("trainable parameters", color="tab:gray")
+ax1.set_title("rank: capacity and cost", fontsize=10)
+ax2.plot([a / 8 for a in sweep_alpha], [row["accuracy"] for row in sweep_alpha.values()], "o-", color="tab:green")
+ax2.set_xscale("log", base=2)
+ax2.set_xlabel("alpha / r (r = 8)")
+ax2.set_ylim(-0.02, 1.02)
+ax2.set_title("alpha: the size of the update", fontsize=10)
+fig.tight_layout()
+
+# %% [markdown]
+# Read the plots with the noise in mind (60 test questions: one question is 0.017). 20 steps is
+# short on purpose: it shows how *fast* each setting learns. A larger `alpha / r` is a bigger step:
+# too small and the run has barely moved (until it overshoots, at some point, when it is too big).
+# A larger `r` costs parameters linearly; with `alpha = 2 r` each direction moves as fast, and more
+# directions move the layer further per step. Given enough steps a small rank is enough for one
+# new word: the main run used `r = 8`. LoRA without brown's rows has to bend the hidden state
+# towards a row that points away from it, and gets only part of the way there.
+
+# %% [markdown]
+# ## Step 9: QLoRA, on a GPU
+#
+# LLaVA-1.5-7B in fp16 is 14.1 GB before any training memory. **QLoRA**
+# ([Dettmers et al., 2023](https://arxiv.org/abs/2305.14314)) loads the frozen base in 4-bit NF4
+# (~3.9 GB) and trains LoRA adapters in 16/32 bits *through* the quantized weights. In the config
+# that is one line, `quantization: nf4` (or `int8`); the code calls
+# `peft.prepare_model_for_kbit_training` (frozen base, norms and embeddings in fp32, gradient
+# checkpointing). bitsandbytes' 4-bit training kernels need a CUDA GPU: **on a CPU the run says so
+# and falls back to plain LoRA** on the full-precision model, so one config works everywhere.
+#
+# `configs/llava_vqa_qlora.yaml` is a complete QLoRA recipe for the real model, and
+# `benchmarks/bench_qlora_gpu.py` measures it on a GPU (random weights of the real architecture,
+# batch 2 x 673 tokens) with the choices that keep peak memory under 8 GB: NF4 with double
+# quantization, bf16 compute, gradient checkpointing, LoRA r = 16 on every linear layer of the
+# language model (~40 M parameters), paged 8-bit AdamW. Its results, if it has been run here:
+
+# %%
+bench = Path(vlmstudy.__file__).resolve().parent.parent / "benchmarks" / "results" / "qlora_gpu.json"
+if bench.is_file():
+    import json
+
+    r = json.loads(bench.read_text())["results"]
+    print(f"peak {r['peak_allocated_gb']:.2f} GB, {r['seconds_per_step']:.2f} s/step, "
+          f"{r['trainable_parameters']:,} trainable parameters")
+else:
+    print("not measured on this machine: run `python benchmarks/bench_qlora_gpu.py` on a CUDA GPU")
+print(open(Path(vlmstudy.__file__).resolve().parent.parent / "configs" / "llava_vqa_qlora.yaml").read()[:600])
+
+# %% [markdown]
+# ## The same from the command line
+#
+# ```bash
+# vlmstudy data shapes data/shapes --n 200                  # ShapesWorld in all three formats
+# vlmstudy data check data/shapes/instruction.json         # every bad record, by index and field
+# vlmstudy finetune --keys                                  # every config key and its default
+# vlmstudy finetune --config configs/llava_instruction.yaml [--set training.max_steps=50]
+# vlmstudy finetune --resume runs/llava-instruction         # after a crash: from the last checkpoint
+# vlmstudy finetune --merge runs/llava-instruction --out runs/llava-instruction-merged
+# ```
+#
+# Outside a notebook the run prints one line every 10 steps and each evaluation, under a
+# progress bar.
+
+# %% [markdown]
+# ## Check yourself
+#
+# The first block checks the mechanics and always passes. The second checks what the fine-tune
+# achieved; it fails if training did not work (or on an untrained placeholder stand-in).
+
+# %%
+assert before_new["eval_accuracy"] <= 0.05, "before fine-tuning the model never says brown"
+assert params["trainable"] < 0.1 * params["total"], "LoRA trains a small fraction of the weights"
+assert (out / "adapter" / "adapter_model.safetensors").is_file() and (merged_dir / "model.safetensors").is_file()
+assert [p.name for p in (out / "checkpoints").iterdir()] and (out / "run.json").is_file()
+assert sweep_r[16]["trainable"] > sweep_r[1]["trainable"], "trainable parameters grow with r"
+print("mechanics: all checks passed")
+
+# %%
+assert after_new["eval_accuracy"] >= 0.9, f"brown accuracy after fine-tuning {after_new['eval_accuracy']:.2f} < 0.9"
+assert after_old["eval_accuracy"] >= before_old["eval_accuracy"] - 0.1, "the ordinary questions were forgotten"
+assert all(same) and gap < 1e-4, "the merged model answers exactly like base + adapter"
+print(f"fine-tune: all checks passed ({result.seconds:.0f} s of training). On to 12.")
