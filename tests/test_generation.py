@@ -177,3 +177,14 @@ def test_beam_search_runs_and_respects_max_new_tokens(blip_vqa, scene_images):
                         max_new_tokens=3)
     assert len(out) == 3
     assert all(len(processor.tokenizer(t, add_special_tokens=False).input_ids) <= 3 for t in out)
+
+
+def test_family_sees_through_a_peft_wrapper():
+    import peft
+
+    import vlmstudy
+    from vlmstudy.generation import family
+
+    model, _ = vlmstudy.load("llava")
+    wrapped = peft.get_peft_model(model, peft.LoraConfig(r=2, target_modules=["q_proj"]))
+    assert family(wrapped) == "llava"

@@ -192,10 +192,9 @@ def _seeded(seed: int | None, device: torch.device):
 
 def family(model) -> str:
     """The course family of a model instance (``"llava"``, ``"blip2"`` ...)."""
-    model = getattr(model, "base_model", model) if type(model).__name__.startswith("Peft") else model
+    if hasattr(model, "get_base_model"):  # a peft model: PeftModel -> LoraModel -> the transformers model
+        model = model.get_base_model()
     name = type(model).__name__
-    if name not in FAMILIES and hasattr(model, "get_base_model"):
-        name = type(model.get_base_model()).__name__
     try:
         return FAMILIES[name]
     except KeyError:
