@@ -28,7 +28,7 @@ def _train(args) -> int:
     start, failed = time.time(), []
     for name in sorted(names, key=lambda n: ORDER.index(n) if n in ORDER else len(ORDER)):
         result = train_model(name, models_dir=args.models_dir, progress=not args.no_progress, eval_n=args.eval_n,
-                             quick=args.quick)
+                             quick=args.quick, steps=args.steps, distill_steps=args.distill_steps)
         print(json.dumps({k: v for k, v in result.items() if k != "history"}))
         failed += result["failures"]
     print(f"trained {len(names)} model(s) in {time.time() - start:.0f} s")
@@ -88,6 +88,8 @@ def add_commands(subparsers) -> None:
     p.add_argument("--eval-n", type=int, default=300, help="test scenes for the metrics in the model card")
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="a micro run that only proves the code path")
+    p.add_argument("--steps", type=int, default=None, help="override a generative model's training steps")
+    p.add_argument("--distill-steps", type=int, default=None, help="override the BLIP ViT distillation steps")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_train)
 

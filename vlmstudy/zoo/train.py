@@ -8,6 +8,7 @@ writes a model card (README.md + training.json) next to the safetensors weights.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
@@ -37,8 +38,9 @@ GENERATIVE = {
 DISTILL_STEPS = 200
 
 
-def _command(name: str) -> str:
-    return f"vlmstudy zoo train {name}"
+def _command(name: str, steps: int | None = None, distill_steps: int | None = None) -> str:
+    flags = (f" --steps {steps}" if steps else "") + (f" --distill-steps {distill_steps}" if distill_steps else "")
+    return f"vlmstudy zoo train {name}{flags}"
 
 
 def _load_clip(models_dir: Path) -> CLIPModel:
@@ -51,7 +53,7 @@ def _load_clip(models_dir: Path) -> CLIPModel:
 _blip_tower_cache: dict[str, BlipVisionModel] = {}
 
 
-def _blip_tower(clip: CLIPModel, seed: int, progress: bool) -> tuple[BlipVisionModel, dict]:
+def _blip_tower(clip: CLIPModel, seed: int, progress: bool, steps: int | None = None) -> tuple[BlipVisionModel, dict]:
     """The BLIP-family ViT distilled from tiny CLIP (computed once per process)."""
     if "tower" not in _blip_tower_cache:
         vc = clip.config.vision_config
@@ -60,13 +62,13 @@ def _blip_tower(clip: CLIPModel, seed: int, progress: bool) -> tuple[BlipVisionM
                                                  num_hidden_layers=vc.num_hidden_layers,
                                                  num_attention_heads=vc.num_attention_heads))
         _, pixels = scene_pool("train", 6000, seed + 11, vc.image_size, progress=progress)
-        info = distill_blip_tower(clip, tower, pixels, steps=DISTILL_STEPS, seed=seed, progress=progress)
+        info = distill_blip_tower(clip, tower, pixels, steps=steps or DISTILL_STEPS, seed=seed, progress=progress)
         _blip_tower_cache["tower"], _blip_tower_cache["info"] = tower.eval(), info
     return _blip_tower_cache["tower"], _blip_tower_cache["info"]
 
 
 def train_model(name: str, models_dir: str | Path | None = None, progress: bool = True, eval_n: int = 300,
-                quick: bool = False) -> dict:
+                quick: bool = False, steps: int | None = None, distill_steps: int | None = None) -> dict:
     """Train one stand-in, save it under ``models_dir/<stand_in>``, evaluate it, write its card.
 
     quick: a micro run (a few steps, tiny pools) that proves the code path in seconds; its
@@ -90,6 +92,8 @@ def train_model(name: str, models_dir: str | Path | None = None, progress: bool 
         metrics = evaluate_contrastive(model, processor, n=max(eval_n, 500) if not quick else eval_n, progress=progress)
     else:
         cfg = GENERATIVE[card.name]
+        if steps:
+            cfg = dataclasses.replace(cfg, steps=steps)
         if quick:
             cfg = GenerativeConfig(steps=4, batch=4, pool=32, warmup=2)
         clip = _load_clip(models_dir)
@@ -101,7 +105,7 @@ def train_model(name: str, models_dir: str | Path | None = None, progress: bool 
             base = LlavaForConditionalGeneration.from_pretrained(models_dir / get_card("llava").stand_in, dtype=torch.float32)
             model, processor, history = train_llava(clip, cfg, next_from=base, progress=progress, two_image_share=0.4)
         else:
-            tower, info = _blip_tower(clip, cfg.seed, progress) if not quick else (_quick_tower(clip), {})
+            tower, info = _blip_tower(clip, cfg.seed, progress, distill_steps) if not quick else (_quick_tower(clip), {})
             extra["vision_distill_cosine"] = info.get("distill_cosine")
             if card.name.startswith("blip-"):
                 model, processor, history = train_blip(clip, card.name.split("-")[1], cfg, tower, progress)
@@ -120,7 +124,8 @@ def train_model(name: str, models_dir: str | Path | None = None, progress: bool 
         config["curve_zero_shot_val"] = [[h["step"], h["seconds"], h["zero_shot_val"]] for h in curve]
     failures = check_targets(card.name, metrics)
     notes = ["", "## Targets", ""] + ([f"- NOT MET: {f}" for f in failures] or ["- all met"])
-    write_model_card(out, card.hub_id, f"tiny stand-in for {card.hub_id}", config, _command(card.name), seconds,
+    write_model_card(out, card.hub_id, f"tiny stand-in for {card.hub_id}", config,
+                     _command(card.name, steps, distill_steps if card.name.startswith("blip") or card.name == "instructblip" else None), seconds,
                      cfg.seed, metrics, notes)
     return {"name": card.name, "seconds": round(seconds, 1), "metrics": metrics, "failures": failures,
             "history": history}
