@@ -3,7 +3,9 @@ rollout, relevancy and the pointing game."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,6 +16,7 @@ from vlmstudy import attention, plotting, shapes
 from vlmstudy.errors import ConfigError
 
 TOL = 1e-5
+REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
@@ -296,10 +299,19 @@ def test_pointing_game_table_and_cli(tmp_path, clip, blip, llava):
     assert len(fig.axes[0].patches) == len(rows) - 1
     with pytest.raises(ConfigError, match="unknown method"):
         attention.pointing_game_table(n=2, methods=["telepathy"])
+    # the benchmark script (same as python -m vlmstudy.attention --pointing-game)
+    spec = importlib.util.spec_from_file_location("_bench_pointing_game", REPO / "benchmarks" / "bench_pointing_game.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
     out = tmp_path / "pg.json"
-    assert attention._main(["--pointing-game", "--n", "2", "--out", str(out), "--threads", "1"]) == 0
+    threads = torch.get_num_threads()
+    try:
+        assert bench.main(["--n", "2", "--out", str(out), "--threads", "1"]) == 0
+    finally:
+        torch.set_num_threads(threads)
     data = json.loads(out.read_text())
     assert data["config"]["n_scenes"] == 2 and data["config"]["tolerance_px"] == 2
+    assert data["command"] == "python benchmarks/bench_pointing_game.py --n 2 --seed 0"
     assert len(data["rows"]) == len(attention.METHODS) + 1 and set(data["models"]) == {"clip", "blip-caption", "llava"}
 
 

@@ -21,7 +21,8 @@ Contents
   to the 64 image tokens (found by ``config.image_token_id``), and :func:`llava_answer_relevancy`,
   input x gradient on those image tokens for an answer word.
 * :func:`pointing_game` and :func:`pointing_game_table`: does a map's maximum land on the object a
-  phrase names? ``python -m vlmstudy.attention --pointing-game --n 200`` writes the table to
+  phrase names? ``python benchmarks/bench_pointing_game.py --n 200`` (or ``python -m
+  vlmstudy.attention --pointing-game --n 200``) writes the table to
   ``benchmarks/results/pointing_game.json``.
 
 Attention weights come from ``output_attentions=True``; transformers 5 returns them only from the
@@ -800,9 +801,14 @@ def _training_status(name: str) -> dict:
     path = card.stand_in_dir / "training.json"
     if not path.exists():
         return {"trained": None}
+    import hashlib
+
     data = json.loads(path.read_text())
+    weights = card.stand_in_dir / "model.safetensors"
+    digest = hashlib.sha256(weights.read_bytes()).hexdigest()[:16] if weights.exists() else None
     return {"trained": True, "train_steps": (data.get("config") or {}).get("steps") or
-            (data.get("config") or {}).get("train_steps"), "metrics": data.get("metrics", {})}
+            (data.get("config") or {}).get("train_steps"), "metrics": data.get("metrics", {}),
+            "weights_sha256_16": digest}
 
 
 def pointing_game_table(n: int = 200, seed: int = 0, methods: Sequence[str] | None = None, split: str = "test",
@@ -877,14 +883,14 @@ def format_table(rows: Sequence[dict]) -> str:
     return "\n".join(lines)
 
 
-def _main(argv: Sequence[str] | None = None) -> int:
+def _main(argv: Sequence[str] | None = None, prog: str = "python -m vlmstudy.attention --pointing-game") -> int:
     import argparse
     import json
     import os
     import platform
     from pathlib import Path
 
-    parser = argparse.ArgumentParser(prog="python -m vlmstudy.attention",
+    parser = argparse.ArgumentParser(prog=prog.removesuffix(" --pointing-game"),
                                      description="Attention-map pointing game on ShapesWorld (notebook 09).")
     parser.add_argument("--pointing-game", action="store_true", help="run the pointing-game table")
     parser.add_argument("--n", type=int, default=200, help="test scenes with 2-3 objects (default 200)")
@@ -908,7 +914,8 @@ def _main(argv: Sequence[str] | None = None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     data = {
         "benchmark": "pointing_game",
-        "command": f"python -m vlmstudy.attention --pointing-game --n {args.n} --seed {args.seed}",
+        "command": f"{prog} --n {args.n} --seed {args.seed}" + (f" --tolerance {args.tolerance}"
+                                                                   if args.tolerance != DEFAULT_TOLERANCE else ""),
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
         "config": {"n_scenes": args.n, "seed": args.seed, "split": "test", "objects_per_scene": "2-3",
                    "targets": "every object of every scene", "image_size": 64, "tolerance_px": args.tolerance,

@@ -244,13 +244,13 @@ fig = plotting.pointing_bars(rows, title=f"pointing game, {rows[0]['trials']} ob
 
 # %% [markdown]
 # These are a few dozen scenes, so the intervals are wide. The course's reference run uses 200
-# test scenes (`python -m vlmstudy.attention --pointing-game --n 200`, stored in
+# test scenes (`python benchmarks/bench_pointing_game.py --n 200`, stored in
 # `benchmarks/results/pointing_game.json` with the models' training status):
 
 # %%
 stored = attention.stored_results()
 if stored is None:
-    print("no stored run yet: python -m vlmstudy.attention --pointing-game --n 200")
+    print("no stored run yet: python benchmarks/bench_pointing_game.py --n 200")
 else:
     print(stored["command"], "|", stored["date"], "| the tiny stand-ins\n")
     print(attention.format_table(stored["rows"]))
