@@ -90,7 +90,10 @@ def evaluate_generative(name: str, model, processor, n: int = 300, seed: int = 0
         prompted = _batched(lambda ix: generate_text(model, processor, [images[i] for i in ix], ["a picture of"] * len(ix)),
                             list(range(n)), progress=progress)
         truth = [shapes.caption(s) for s in scenes]
-        return {"caption_exact_match": _accuracy(plain, truth), "prompted_caption_exact_match": _accuracy(prompted, truth)}
+        # partial credit: how many objects' "colour shape" phrases the captions name
+        named = sum(f"{o.color} {o.shape}" in shapes.normalize_text(c) for c, s in zip(plain, scenes) for o in s.objects)
+        return {"caption_exact_match": _accuracy(plain, truth), "prompted_caption_exact_match": _accuracy(prompted, truth),
+                "caption_object_recall": named / sum(len(s.objects) for s in scenes)}
     qas = [sample_prompt(s, rng, describe_share=0.0) for s in scenes]
     if name in ("blip-vqa", "blip2", "instructblip"):
         fmt = BLIP2_VQA_PROMPT.format if name == "blip2" else (lambda q: q)
