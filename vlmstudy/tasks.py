@@ -254,7 +254,14 @@ def image_token_count(processor, image) -> int:
         raise ConfigError(f"{type(processor).__name__} is not a LLaVA-style processor: only those expand one <image> "
                           "into many image tokens (use vlmstudy.load('llava') or 'llava-next').")
     token = str(token)
-    enc = processor(images=[load_image(image)], text=[token], return_tensors="pt")
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # counting only: "longer than model_max_length" is beside the point here
+    try:
+        enc = processor(images=[load_image(image)], text=[token], return_tensors="pt")
+    finally:
+        hf_logging.set_verbosity(level)
     tok_id = processor.tokenizer.convert_tokens_to_ids(token)
     return int((enc["input_ids"] == tok_id).sum())
 
