@@ -53,6 +53,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(REPO))
+
+from vlmstudy.benchmarking import llava_image_tokens, small_llava_config  # noqa: E402
 RESULTS = REPO / "benchmarks" / "results"
 DEFAULT_OUT = RESULTS / "llava_gpu.json"
 SMALL_OUT = RESULTS / "llava_gpu_small.json"
@@ -86,35 +88,12 @@ def parse_args(argv=None):
     return args
 
 
-def small_config():
-    """A LLaVA with the real one's structure (CLIP vision tower, projector, LLaMA), a few hundred K params."""
-    from transformers import LlavaConfig
-
-    return LlavaConfig(
-        vision_config=dict(model_type="clip_vision_model", hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                           num_attention_heads=4, image_size=32, patch_size=8),
-        # every in_features a multiple of 64: bitsandbytes' CPU 4-bit kernels need it (see quantize.footprint)
-        text_config=dict(model_type="llama", hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=4, vocab_size=320, max_position_embeddings=256,
-                         bos_token_id=1, eos_token_id=2, pad_token_id=0),
-        image_token_id=319, image_seq_length=16, vision_feature_layer=-2, vision_feature_select_strategy="default",
-        projector_hidden_act="gelu",
-    )
-
-
-def image_tokens(config) -> int:
-    """Image tokens per image: patches, minus CLS unless the "full" strategy keeps it."""
-    v = config.vision_config
-    n = (v.image_size // v.patch_size) ** 2
-    return n + (1 if config.vision_feature_select_strategy == "full" else 0)
-
-
 def make_inputs(config, prompt_tokens: int, device, dtype, seed: int) -> dict:
     """``input_ids`` = BOS, the image tokens, random text tokens up to ``prompt_tokens``; random pixels."""
     import torch
 
     g = torch.Generator().manual_seed(seed)
-    n_img = image_tokens(config)
+    n_img = llava_image_tokens(config)
     n_text = prompt_tokens - 1 - n_img
     if n_text < 0:
         raise ValueError(f"prompt of {prompt_tokens} tokens cannot hold {n_img} image tokens")
@@ -233,8 +212,8 @@ def run(args) -> dict:
     if dev_type != "cuda":
         notes.append("no CUDA device: ran on the CPU; timings and memory are not GPU figures. bitsandbytes ran on its "
                       "CPU backend where it could (rows say 'skipped' where it could not).")
-    config = small_config() if args.small else real_config("llava")
-    n_img = image_tokens(config)
+    config = small_llava_config() if args.small else real_config("llava")
+    n_img = llava_image_tokens(config)
     prompt_tokens = n_img + 32  # 576 + 32 = 608 for the real model
     vlmstudy.seed_everything(args.seed)
     dtype = torch.float16
@@ -294,7 +273,7 @@ def run(args) -> dict:
     return {
         "benchmark": "llava_gpu", "date": time.strftime("%Y-%m-%d %H:%M:%S"),
         "device": _device_name(device), "device_type": dev_type, "versions": versions,
-        "config": {"small": args.small, "model": ("small LLaVA config (bench_llava_gpu.small_config)" if args.small else
+        "config": {"small": args.small, "model": ("small LLaVA config (vlmstudy.benchmarking.small_llava_config)" if args.small else
                                                   "llava-hf/llava-1.5-7b-hf architecture (real_config('llava')), random weights"),
                    "parameters": params, "vision_parameters": vision, "image_tokens": n_img,
                    "prompt_tokens": prompt_tokens, "new_tokens": args.new_tokens, "batch_size": 1,

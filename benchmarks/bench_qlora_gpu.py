@@ -59,6 +59,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(REPO))
+
+from vlmstudy.benchmarking import llava_image_tokens, small_llava_config  # noqa: E402
 RESULTS = REPO / "benchmarks" / "results"
 DEFAULT_OUT = RESULTS / "qlora_gpu.json"
 SMALL_OUT = RESULTS / "qlora_gpu_small.json"
@@ -108,32 +110,12 @@ def parse_args(argv=None):
     return args
 
 
-def small_config():
-    """A LLaVA with the real one's structure (CLIP tower, projector, LLaMA), a few hundred K parameters."""
-    from transformers import LlavaConfig
-
-    return LlavaConfig(
-        vision_config=dict(model_type="clip_vision_model", hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                           num_attention_heads=4, image_size=32, patch_size=8),
-        text_config=dict(model_type="llama", hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=4, vocab_size=320, max_position_embeddings=256,
-                         bos_token_id=1, eos_token_id=2, pad_token_id=0),
-        image_token_id=319, image_seq_length=16, vision_feature_layer=-2, vision_feature_select_strategy="default",
-        projector_hidden_act="gelu",
-    )
-
-
-def image_tokens(config) -> int:
-    v = config.vision_config
-    return (v.image_size // v.patch_size) ** 2 + (1 if config.vision_feature_select_strategy == "full" else 0)
-
-
 def make_batch(config, batch_size: int, text_tokens: int, answer_tokens: int, device, dtype, seed: int) -> dict:
     """BOS + image tokens + random text; labels only on the last ``answer_tokens`` (the collator's masking)."""
     import torch
 
     g = torch.Generator().manual_seed(seed)
-    n_img = image_tokens(config)
+    n_img = llava_image_tokens(config)
     bos = config.text_config.bos_token_id if config.text_config.bos_token_id is not None else 1
     high = min(config.text_config.vocab_size, config.image_token_id)
     rows = []
@@ -225,7 +207,7 @@ def run(args) -> dict:
         notes.append("--small keeps its CPU settings: quantization none, optimizer adamw")
         args.quantization, args.optimizer = "none", "adamw"
     torch.manual_seed(args.seed)
-    config = small_config() if args.small else real_config("llava")
+    config = small_llava_config() if args.small else real_config("llava")
     config.text_config.use_cache = False
     if cuda:
         torch.cuda.reset_peak_memory_stats()
@@ -285,7 +267,7 @@ def run(args) -> dict:
         "device": _device_name(device), "versions": versions,
         "config": {"model": "small LLaVA config" if args.small else
                    "llava-hf/llava-1.5-7b-hf architecture (real_config('llava')), random weights",
-                   "image_tokens": image_tokens(config), "sequence_length": seq, "batch_size": args.batch_size,
+                   "image_tokens": llava_image_tokens(config), "sequence_length": seq, "batch_size": args.batch_size,
                    "answer_tokens": args.answer_tokens, "quantization": args.quantization, "optimizer": args.optimizer,
                    "gradient_checkpointing": not args.no_gradient_checkpointing, "lora_r": args.r,
                    "lora_alpha": args.alpha, "target_modules": "all-linear (language model)"},
