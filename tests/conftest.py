@@ -31,6 +31,38 @@ def repo() -> Path:
 
 
 @pytest.fixture
+def load_script():
+    """Import a repository script (``benchmarks/bench_search.py``, ``tools/...``) as a module, so a
+    test can call its ``main`` in this process instead of paying for a fresh interpreter."""
+    import importlib.util
+
+    def load(relative_path: str):
+        path = REPO / relative_path
+        spec = importlib.util.spec_from_file_location(f"_script_{path.stem}", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load
+
+
+@pytest.fixture
+def restore_threads():
+    """Scripts set torch's (and faiss's) thread counts; put them back afterwards."""
+    import torch
+
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+    try:
+        import faiss
+
+        faiss.omp_set_num_threads(threads)
+    except ImportError:  # pragma: no cover
+        pass
+
+
+@pytest.fixture
 def subprocess_env(tmp_path) -> dict[str, str]:
     """Environment for a child Python: offline, its own empty HF_HOME, this repository importable."""
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_HOME=str(tmp_path / "hf-home"))

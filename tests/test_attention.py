@@ -3,9 +3,7 @@ rollout, relevancy and the pointing game."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,7 +14,6 @@ from vlmstudy import attention, plotting, shapes
 from vlmstudy.errors import ConfigError
 
 TOL = 1e-5
-REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
@@ -288,7 +285,7 @@ def test_clip_relevancy_beats_chance_and_text_blind_baselines(clip):
     assert rel.accuracy > rollout.accuracy
 
 
-def test_pointing_game_table_and_cli(tmp_path, clip, blip, llava):
+def test_pointing_game_table_and_cli(tmp_path, clip, blip, llava, load_script, restore_threads):
     rows = attention.pointing_game_table(n=3, seed=0, models={"clip": clip, "blip-caption": blip, "llava": llava})
     assert [r["method"] for r in rows[:-1]] == list(attention.METHODS) and rows[-1]["method"].startswith("chance")
     assert all(r["trials"] == rows[0]["trials"] for r in rows)
@@ -300,15 +297,9 @@ def test_pointing_game_table_and_cli(tmp_path, clip, blip, llava):
     with pytest.raises(ConfigError, match="unknown method"):
         attention.pointing_game_table(n=2, methods=["telepathy"])
     # the benchmark script (same as python -m vlmstudy.attention --pointing-game)
-    spec = importlib.util.spec_from_file_location("_bench_pointing_game", REPO / "benchmarks" / "bench_pointing_game.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_script("benchmarks/bench_pointing_game.py")
     out = tmp_path / "pg.json"
-    threads = torch.get_num_threads()
-    try:
-        assert bench.main(["--n", "2", "--out", str(out), "--threads", "1"]) == 0
-    finally:
-        torch.set_num_threads(threads)
+    assert bench.main(["--n", "2", "--out", str(out), "--threads", "1"]) == 0
     data = json.loads(out.read_text())
     assert data["config"]["n_scenes"] == 2 and data["config"]["tolerance_px"] == 2
     assert data["command"] == "python benchmarks/bench_pointing_game.py --n 2 --seed 0"

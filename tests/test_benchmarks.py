@@ -9,39 +9,12 @@ restored afterwards.
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
-
-import pytest
-import torch
-
-BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
 
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(f"_bench_{name}", BENCHMARKS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.fixture
-def restore_threads():
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
-    try:
-        import faiss
-
-        faiss.omp_set_num_threads(threads)
-    except ImportError:  # pragma: no cover
-        pass
-
-
-def test_bench_search_small(tmp_path, restore_threads, capsys):
+def test_bench_search_small(tmp_path, restore_threads, load_script, capsys):
     out = tmp_path / "search.json"
-    assert _load("bench_search").main(["--small", "--repeats", "1", "--threads", "1", "--out", str(out)]) == 0
+    assert load_script("benchmarks/bench_search.py").main(["--small", "--repeats", "1", "--threads", "1", "--out", str(out)]) == 0
     data = json.loads(out.read_text())
     assert data["benchmark"] == "search" and "date" in data
     assert data["config"]["n"] == 20000 and data["config"]["q"] == 20 and data["config"]["dim"] == 512
@@ -57,9 +30,9 @@ def test_bench_search_small(tmp_path, restore_threads, capsys):
     assert "PASS" in text or "FAIL" in text
 
 
-def test_bench_embedding_small(tmp_path, restore_threads, capsys):
+def test_bench_embedding_small(tmp_path, restore_threads, load_script, capsys):
     out = tmp_path / "embedding.json"
-    assert _load("bench_embedding").main(["--small", "--threads", "1", "--out", str(out)]) == 0
+    assert load_script("benchmarks/bench_embedding.py").main(["--small", "--threads", "1", "--out", str(out)]) == 0
     data = json.loads(out.read_text())
     assert data["benchmark"] == "embedding" and data["config"]["n"] == 64
     for key in ("loop_images_per_s", "batched_images_per_s", "speedup", "max_abs_diff"):

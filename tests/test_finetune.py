@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import importlib.util
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -538,16 +536,10 @@ def test_cli_data_commands(tmp_path, capsys):
 
 # ----------------------------------------------------------------------------- benchmark
 
-def test_bench_qlora_small(tmp_path):
-    spec = importlib.util.spec_from_file_location("_bench_qlora", REPO / "benchmarks" / "bench_qlora_gpu.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+def test_bench_qlora_small(tmp_path, load_script, restore_threads):
+    module = load_script("benchmarks/bench_qlora_gpu.py")
     out = tmp_path / "q.json"
-    before = torch.get_num_threads()
-    try:
-        assert module.main(["--small", "--steps", "2", "--out", str(out)]) == 0
-    finally:
-        torch.set_num_threads(before)
+    assert module.main(["--small", "--steps", "2", "--out", str(out)]) == 0
     data = json.loads(out.read_text())
     assert data["benchmark"] == "qlora_gpu" and data["small"] is True
     r = data["results"]

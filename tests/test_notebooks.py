@@ -1,17 +1,13 @@
 """The notebooks are built from tools/notebooks/*.py, carry no outputs, and nbval can run them."""
 
-import importlib.util
 import json
 
 import pytest
 
 
 @pytest.fixture
-def builder(repo):
-    spec = importlib.util.spec_from_file_location("build_notebooks", repo / "tools" / "build_notebooks.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def builder(load_script):
+    return load_script("tools/build_notebooks.py")
 
 
 def test_notebooks_match_their_sources(repo, builder):

@@ -14,23 +14,8 @@ import vlmstudy
 from vlmstudy import quantize
 from vlmstudy.errors import ConfigError
 
-BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 BNB = importlib.util.find_spec("bitsandbytes") is not None
 needs_bnb = pytest.mark.skipif(not BNB or not quantize.bitsandbytes_status()[0], reason="bitsandbytes not usable here")
-
-
-def _bench(name: str):
-    spec = importlib.util.spec_from_file_location(f"_bench_{name}", BENCHMARKS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.fixture
-def restore_threads():
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
 
 
 # ------------------------------------------------------------------------------------------ presets
@@ -318,9 +303,9 @@ def test_quantization_plots():
 
 
 @needs_bnb
-def test_bench_quantization_small(tmp_path, restore_threads, capsys):
+def test_bench_quantization_small(tmp_path, restore_threads, load_script, capsys):
     out = tmp_path / "quantization_cpu.json"
-    assert _bench("bench_quantization").main(["--small", "--threads", "1", "--out", str(out)]) == 0
+    assert load_script("benchmarks/bench_quantization.py").main(["--small", "--threads", "1", "--out", str(out)]) == 0
     data = json.loads(out.read_text())
     assert data["benchmark"] == "quantization_cpu" and data["config"]["small"]
     for key in ("torch", "transformers", "bitsandbytes", "load_average_before", "cpu_count"):
@@ -335,9 +320,9 @@ def test_bench_quantization_small(tmp_path, restore_threads, capsys):
 
 
 @needs_bnb
-def test_gpu_bench_small_runs_on_cpu(tmp_path, restore_threads, capsys):
+def test_gpu_bench_small_runs_on_cpu(tmp_path, restore_threads, load_script, capsys):
     out = tmp_path / "llava_gpu_small.json"
-    assert _bench("bench_llava_gpu").main(["--small", "--device", "cpu", "--out", str(out)]) == 0
+    assert load_script("benchmarks/bench_llava_gpu.py").main(["--small", "--device", "cpu", "--out", str(out)]) == 0
     data = json.loads(out.read_text())
     assert data["benchmark"] == "llava_gpu" and data["config"]["small"] and data["device_type"] == "cpu"
     assert any("no CUDA device" in note for note in data["notes"])

@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from transformers import AutoModel, AutoModelForImageTextToText, AutoProcessor
+from transformers import AutoModel, AutoProcessor
 
 import vlmstudy
 from vlmstudy import shapes
@@ -115,12 +115,8 @@ def test_meta_device_count_equals_a_real_instantiation_of_a_small_config():
     assert real_parameter_count("clip") > 1e8
 
 
-def test_readme_zoo_table_is_current(repo):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("update_readme_zoo", repo / "tools" / "update_readme_zoo.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+def test_readme_zoo_table_is_current(repo, load_script):
+    module = load_script("tools/update_readme_zoo.py")
     assert module.rendered() == (repo / "README.md").read_text(encoding="utf-8"), \
         "run python tools/update_readme_zoo.py"
 
