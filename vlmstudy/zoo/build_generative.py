@@ -11,7 +11,6 @@ All share one word-level tokenizer vocabulary (:mod:`vlmstudy.zoo.tokenizer`).
 
 from __future__ import annotations
 
-import torch
 from transformers import (Blip2Config, Blip2ForConditionalGeneration, Blip2Processor, BlipConfig,
                           BlipForConditionalGeneration, BlipForQuestionAnswering, BlipImageProcessorPil,
                           BlipProcessor, CLIPImageProcessorPil, CLIPVisionConfig, InstructBlipConfig,

@@ -25,10 +25,15 @@ def _train(args) -> int:
         print("error: name the models to train (e.g. `vlmstudy zoo train clip`) or pass --all", file=sys.stderr)
         return 2
     torch.set_num_threads(args.threads or torch.get_num_threads())
+    if args.device:
+        from .. import settings
+
+        settings.set_device(args.device)
     start, failed = time.time(), []
     for name in sorted(names, key=lambda n: ORDER.index(n) if n in ORDER else len(ORDER)):
         result = train_model(name, models_dir=args.models_dir, progress=not args.no_progress, eval_n=args.eval_n,
-                             quick=args.quick, steps=args.steps, distill_steps=args.distill_steps)
+                             quick=args.quick, steps=args.steps, distill_steps=args.distill_steps,
+                             batch=args.batch)
         print(json.dumps({k: v for k, v in result.items() if k != "history"}))
         failed += result["failures"]
     print(f"trained {len(names)} model(s) in {time.time() - start:.0f} s")
@@ -88,7 +93,10 @@ def add_commands(subparsers) -> None:
     p.add_argument("--eval-n", type=int, default=300, help="test scenes for the metrics in the model card")
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="a micro run that only proves the code path")
-    p.add_argument("--steps", type=int, default=None, help="override a generative model's training steps")
+    p.add_argument("--steps", type=int, default=None, help="override the training steps")
+    p.add_argument("--batch", type=int, default=None, help="override the batch size")
+    p.add_argument("--device", default=None, choices=("auto", "cpu", "cuda", "mps"),
+                   help="where to train (default: auto, a GPU when there is one)")
     p.add_argument("--distill-steps", type=int, default=None, help="override the BLIP ViT distillation steps")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_train)

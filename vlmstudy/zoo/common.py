@@ -25,6 +25,28 @@ def to_pixels(batch_uint8: np.ndarray | torch.Tensor, mean=CLIP_MEAN, std=CLIP_S
     return (x - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
 
 
+def training_device() -> torch.device:
+    """Where the stand-ins train: :func:`vlmstudy.settings.get_device` (a GPU when there is one;
+    ``vlmstudy zoo train --device cpu`` or ``VLMSTUDY_DEVICE`` to choose). Batches are built on the
+    CPU and moved; the trained model comes back to the CPU before it is saved."""
+    from .. import settings
+
+    return torch.device(settings.get_device())
+
+
+def to_device(batch: dict, device: torch.device) -> dict:
+    """Every tensor of a batch dict moved to ``device`` (other values as they are)."""
+    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
+def device_label(device: torch.device | str) -> str:
+    """``"4 CPU threads"`` or the GPU's name, for model cards."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{torch.get_num_threads()} CPU threads"
+
+
 def _render_chunk(args) -> np.ndarray:
     scenes, size = args
     return np.stack([np.asarray(s.render(size)) for s in scenes])
@@ -87,7 +109,7 @@ def write_model_card(out_dir: Path, card_name: str, title: str, config: dict, co
         "model": card_name, "command": command, "train_seconds": round(seconds, 1), "seed": seed,
         "config": config, "metrics": metrics, "torch": torch.__version__,
         "transformers": __import__("transformers").__version__, "machine": platform.machine(),
-        "threads": torch.get_num_threads(), "date": time.strftime("%Y-%m-%d"),
+        "threads": torch.get_num_threads(), "device": device_label(training_device()), "date": time.strftime("%Y-%m-%d"),
         # other work on the machine slows training: the 1-minute load average when it ended
         "load_average_1min": round(__import__("os").getloadavg()[0], 2),
         "title": title, "notes": list(notes),
@@ -98,7 +120,7 @@ def write_model_card(out_dir: Path, card_name: str, title: str, config: dict, co
         "A tiny stand-in trained by vlmstudy's own code on ShapesWorld scenes; it loads with the same",
         "classes and processor as the real checkpoint, only small. Not a real model of natural images.", "",
         f"- replaces: `{card_name}`",
-        f"- trained with: `{command}` (seed {seed}, {seconds:.0f} s on {torch.get_num_threads()} CPU threads)",
+        f"- trained with: `{command}` (seed {seed}, {seconds:.0f} s on {record.get('device', str(record.get('threads', '?')) + ' CPU threads')})",
         f"- parameters: {config.get('parameters', '?'):,}" if isinstance(config.get("parameters"), int) else "",
         "", "## Metrics (held-out test scenes)", "", "| metric | value |", "|---|---|",
     ]

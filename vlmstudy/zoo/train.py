@@ -39,8 +39,9 @@ GENERATIVE = {
 DISTILL_STEPS = 200
 
 
-def _command(name: str, steps: int | None = None, distill_steps: int | None = None) -> str:
-    flags = (f" --steps {steps}" if steps else "") + (f" --distill-steps {distill_steps}" if distill_steps else "")
+def _command(name: str, steps: int | None = None, distill_steps: int | None = None, batch: int | None = None) -> str:
+    flags = (f" --steps {steps}" if steps else "") + (f" --batch {batch}" if batch else "") + (
+        f" --distill-steps {distill_steps}" if distill_steps else "")
     return f"vlmstudy zoo train {name}{flags}"
 
 
@@ -69,11 +70,14 @@ def _blip_tower(clip: CLIPModel, seed: int, progress: bool, steps: int | None = 
 
 
 def train_model(name: str, models_dir: str | Path | None = None, progress: bool = True, eval_n: int = 300,
-                quick: bool = False, steps: int | None = None, distill_steps: int | None = None) -> dict:
+                quick: bool = False, steps: int | None = None, distill_steps: int | None = None,
+                batch: int | None = None) -> dict:
     """Train one stand-in, save it under ``models_dir/<stand_in>``, evaluate it, write its card.
 
     quick: a micro run (a few steps, tiny pools) that proves the code path in seconds; its
     metrics are meaningless and it should go to a scratch ``models_dir``.
+    steps, batch: override the training budget (generative: ``steps``/``batch``; contrastive:
+    ``train_steps``/``train_batch``). Trains on :func:`vlmstudy.settings.get_device`.
     Returns the measured metrics.
     """
     card = get_card(name)
@@ -84,6 +88,7 @@ def train_model(name: str, models_dir: str | Path | None = None, progress: bool 
     extra: dict = {}
     if card.name in CONTRASTIVE:
         cfg = CONTRASTIVE[card.name]
+        cfg = dataclasses.replace(cfg, train_steps=steps or cfg.train_steps, train_batch=batch or cfg.train_batch)
         if quick:
             cfg = ContrastiveConfig(family=cfg.family, train_steps=6, train_batch=16, train_pool=64, train_warmup=2)
         model, processor, history = train_contrastive(cfg, None, progress=progress, eval_every=0 if quick else 200)
@@ -93,8 +98,7 @@ def train_model(name: str, models_dir: str | Path | None = None, progress: bool 
         metrics = evaluate_contrastive(model, processor, n=max(eval_n, 500) if not quick else eval_n, progress=progress)
     else:
         cfg = GENERATIVE[card.name]
-        if steps:
-            cfg = dataclasses.replace(cfg, steps=steps)
+        cfg = dataclasses.replace(cfg, steps=steps or cfg.steps, batch=batch or cfg.batch)
         if quick:
             cfg = GenerativeConfig(steps=4, batch=4, pool=32, warmup=2)
         clip = _load_clip(models_dir)
@@ -126,7 +130,8 @@ def train_model(name: str, models_dir: str | Path | None = None, progress: bool 
     failures = check_targets(card.name, metrics)
     notes = ["", "## Targets", ""] + ([f"- NOT MET: {f}" for f in failures] or ["- all met"])
     write_model_card(out, card.hub_id, f"tiny stand-in for {card.hub_id}", config,
-                     _command(card.name, steps, distill_steps if card.name.startswith("blip") or card.name == "instructblip" else None), seconds,
+                     _command(card.name, steps, distill_steps if card.name.startswith("blip") or card.name == "instructblip" else None,
+                              batch), seconds,
                      cfg.seed, metrics, notes)
     return {"name": card.name, "seconds": round(seconds, 1), "metrics": metrics, "failures": failures,
             "history": history}

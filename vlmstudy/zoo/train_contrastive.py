@@ -23,7 +23,7 @@ from transformers import (CLIPConfig, CLIPImageProcessorPil, CLIPModel, CLIPProc
 
 from .. import shapes
 from ..settings import seed_everything
-from .common import render_many, to_pixels, warmup_cosine
+from .common import render_many, to_device, to_pixels, training_device, warmup_cosine
 from .tokenizer import build_tokenizer
 
 SIGLIP_MEAN = SIGLIP_STD = (0.5, 0.5, 0.5)
@@ -101,12 +101,13 @@ def training_text(scene: shapes.Scene, template: str | None, part: str = "both")
 def quick_zero_shot(model, tok, padding, mean, std, n: int = 200) -> float:
     """Zero-shot colour x shape accuracy on ``n`` single-object val scenes (for the training curve)."""
     model.eval()
+    device = next(model.parameters()).device
     scenes = shapes.make_scenes("val", n, seed=0, n_objects=1)
     classes = [f"{c} {s}" for c in shapes.COLORS for s in shapes.SHAPES]
     from .common import render_many as _render
 
-    img = F.normalize(model.get_image_features(pixel_values=to_pixels(_render(scenes, 64, False), mean, std)).pooler_output, dim=-1)
-    enc = tok([f"a photo of a {c}." for c in classes], padding=padding, return_tensors="pt")
+    img = F.normalize(model.get_image_features(pixel_values=to_pixels(_render(scenes, 64, False), mean, std).to(device)).pooler_output, dim=-1)
+    enc = to_device(tok([f"a photo of a {c}." for c in classes], padding=padding, return_tensors="pt"), device)
     txt = F.normalize(model.get_text_features(**enc).pooler_output, dim=-1)
     pred = (img @ txt.T).argmax(dim=1)
     return round(sum(classes[k] == s.objects[0].name for k, s in zip(pred.tolist(), scenes)) / n, 3)
@@ -123,12 +124,14 @@ def train_contrastive(cfg: ContrastiveConfig, out_dir: str | Path | None = None,
                       eval_every: int = 0):
     """Train from scratch; save to ``out_dir`` (safetensors + processor) if given.
 
+    Trains on :func:`training_device`; the model comes back on the CPU.
     Returns ``(model, processor, history)`` where history is a list of ``{"step", "loss", "seconds"}``.
     """
     seed_everything(cfg.seed)
     processor = build_processor(cfg)
     tok = processor.tokenizer
-    model = build_model(cfg, len(tok))
+    device = training_device()
+    model = build_model(cfg, len(tok)).to(device)
     mean, std = processor.image_processor.image_mean, processor.image_processor.image_std
     # pool of (scene, hard negative) pairs: the second differs in one shape, colour or position
     rng = random.Random(cfg.seed)
@@ -149,11 +152,11 @@ def train_contrastive(cfg: ContrastiveConfig, out_dir: str | Path | None = None,
         styles = [None if rng.random() < 0.5 else rng.choice(shapes.PROMPT_TEMPLATES) for _ in pairs]
         parts = [rng.choices(("both", "shape", "color"), weights=(0.7, 0.2, 0.1))[0] for _ in pairs]
         texts = [training_text(scenes[i], styles[j // 2], parts[j // 2]) for j, i in enumerate(idx)]
-        enc = tok(texts, padding=padding, truncation=True, return_tensors="pt")
-        pixels = to_pixels(pixels_u8[idx], mean, std)
+        enc = to_device(tok(texts, padding=padding, truncation=True, return_tensors="pt"), device)
+        pixels = to_pixels(pixels_u8[idx], mean, std).to(device)
         img = F.normalize(model.get_image_features(pixel_values=pixels).pooler_output, dim=-1)
         txt = F.normalize(model.get_text_features(**enc).pooler_output, dim=-1)
-        same = _multi_positive_targets(texts)
+        same = _multi_positive_targets(texts).to(device)
         logits = model.logit_scale.exp() * txt @ img.T
         if cfg.family == "clip":
             target = same / same.sum(dim=1, keepdim=True)
@@ -174,7 +177,7 @@ def train_contrastive(cfg: ContrastiveConfig, out_dir: str | Path | None = None,
             history[-1]["zero_shot_val"] = quick_zero_shot(model, tok, padding, mean, std)
             model.train()
             bar.set_postfix(loss=f"{loss.item():.3f}")
-    model.eval()
+    model.to("cpu").eval()
     if out_dir is not None:
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)

@@ -23,7 +23,7 @@ from transformers import BlipVisionModel, CLIPModel
 
 from .. import shapes
 from ..settings import seed_everything
-from .common import scene_pool, to_pixels, warmup_cosine
+from .common import scene_pool, to_device, to_pixels, training_device, warmup_cosine
 from .build_generative import BOS_ID, EOS_ID, IMAGE_TOKEN_ID, NUM_QUERY_TOKENS, PAD_ID
 
 IGNORE = -100
@@ -80,15 +80,18 @@ def train_loop(model, trainable: list[torch.nn.Parameter], make_batch: Callable[
                desc: str, progress: bool = True, loss_fn: Callable | None = None) -> list[dict]:
     """AdamW + warm-up/cosine over ``cfg.steps`` batches from ``make_batch(step)``.
 
-    Returns the history ``[{"step", "loss", "seconds"}]``. Frozen parameters stay untouched.
+    Runs on :func:`training_device` and leaves the model on the CPU. Returns the history
+    ``[{"step", "loss", "seconds"}]``. Frozen parameters stay untouched.
     """
+    device = training_device()
+    model.to(device)
     opt = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=0.01, betas=(0.9, 0.98))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, cfg.steps, cfg.warmup))
     history, start, smooth = [], time.time(), None
     model.train()
     bar = tqdm(range(cfg.steps), desc=desc, disable=not progress)
     for step in bar:
-        batch = make_batch(step)
+        batch = to_device(make_batch(step), device)
         loss = loss_fn(model, batch) if loss_fn else model(**batch).loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -100,7 +103,7 @@ def train_loop(model, trainable: list[torch.nn.Parameter], make_batch: Callable[
         if step % 25 == 0 or step == cfg.steps - 1:
             history.append({"step": step, "loss": round(smooth, 4), "seconds": round(time.time() - start, 1)})
             bar.set_postfix(loss=f"{smooth:.3f}")
-    model.eval()
+    model.to("cpu").eval()
     return history
 
 
@@ -154,8 +157,10 @@ def distill_blip_tower(clip: CLIPModel, blip_vision: BlipVisionModel, pixels_u8:
         return F.mse_loss(model(**b).last_hidden_state, targets(b["pixel_values"]))
 
     cfg = GenerativeConfig(steps=steps, batch=batch, lr=5e-4, warmup=20, seed=seed)
+    teacher.to(training_device())  # the student goes there inside train_loop
     history = train_loop(blip_vision, trainable_params(blip_vision), batch_fn, cfg, "distilling BLIP ViT",
                          progress, loss_fn)
+    teacher.to("cpu")
     with torch.no_grad():
         px = to_pixels(pixels_u8[:256])
         cos = F.cosine_similarity(blip_vision(pixel_values=px).last_hidden_state, targets(px), dim=-1).mean()
@@ -224,7 +229,7 @@ def train_llava(clip: CLIPModel, cfg: GenerativeConfig, next_from=None, progress
     rng = random.Random(cfg.seed)
 
     def batch_fn(step):
-        rows, labels, pix, sizes = [], [], [], []
+        rows, labels, pix = [], [], []
         for _ in range(cfg.batch):
             n = 2 if rng.random() < two_image_share else 1
             idx = rng.sample(range(len(scenes)), n)
