@@ -39,7 +39,7 @@ def test_contrastive_stand_in_loads_offline_both_ways(name):
 def test_stand_in_card_records_training_and_metrics(name):
     card = get_card(name)
     record = json.loads((card.stand_in_dir / "training.json").read_text())
-    assert record["command"] == f"vlmstudy zoo train {name}" and record["train_seconds"] > 0
+    assert record["command"].startswith(f"vlmstudy zoo train {name}") and record["train_seconds"] > 0
     assert set(TARGETS[name]) <= set(record["metrics"])
     assert (card.stand_in_dir / "README.md").read_text().count("|") > 6
 

@@ -14,9 +14,9 @@ from vlmstudy.zoo import get_card
 from vlmstudy.zoo.evaluate import TARGETS, evaluate_generative
 
 TRAINED_FLOORS = {
-    "blip-caption": ("caption_object_recall", 0.2), "blip-vqa": ("vqa_accuracy", 0.2),  # at chance (~0.25) after 200 steps: retrain it
-    "blip2": ("vqa_accuracy", 0.25), "instructblip": ("vqa_accuracy", 0.25),
-    "llava": ("first_turn_accuracy", 0.4), "llava-next": ("single_image_accuracy", 0.35),
+    "blip-caption": ("caption_object_recall", 0.9), "blip-vqa": ("vqa_accuracy", 0.45),
+    "blip2": ("vqa_accuracy", 0.45), "instructblip": ("vqa_accuracy", 0.45),
+    "llava": ("first_turn_accuracy", 0.5), "llava-next": ("single_image_accuracy", 0.5),
 }
 GENERATIVE = ["blip-caption", "blip-vqa", "blip2", "instructblip", "llava", "llava-next"]
 PROMPTS = {"blip-caption": None, "blip-vqa": "what colour is the shape on the left?",
@@ -85,8 +85,9 @@ def test_model_card_and_small_sample_evaluation(name):
     model, processor = vlmstudy.load(name)
     metrics = evaluate_generative(name, model, processor, n=24, progress=False)
     assert set(TARGETS[name]) <= set(metrics)
-    # Far above an untrained model (which scores ~0 on these); the stand-ins are below the course
-    # targets (their cards), so the floors are what they clear: raise them when they are retrained.
+    # Far above an untrained model (which scores ~0 on these) and above the first, CPU-trained zoo;
+    # all but BLIP captioning are still below the course targets (their cards), so the floors sit
+    # under what they clear on these 24 scenes (0.58-1.0): raise them when they are retrained.
     key, floor = TRAINED_FLOORS[name]
     assert metrics[key] >= floor, metrics
 

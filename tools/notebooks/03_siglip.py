@@ -69,8 +69,9 @@ for name, accs in results.items():
 
 # %% [markdown]
 # Read the table with care. With 200 images a gap of a few points is noise. A larger gap is
-# real for *these* stand-ins, but it comes from one short training run each (same data, same
-# batch size, same number of steps): it says which tiny model learned faster here, not
+# real for *these* stand-ins, but it comes from one training run each, and not with the same
+# budget: tiny SigLIP trained for 4000 steps on a GPU, tiny CLIP for 1200 on a laptop CPU (their
+# model cards in `assets/models/` record both). It says which tiny model learned more here, not
 # which loss is better in general. The SigLIP paper compared the two losses over many batch
 # sizes and found the sigmoid loss better at small batches, the two equal around 32 k pairs
 # per batch. Both models score lower on held-out pairs: putting together a colour and a shape
@@ -172,5 +173,5 @@ assert clip_few[0] >= clip_probs[k] - 1e-6, "fewer labels to share it with: CLIP
 assert torch.allclose(blocked, full, atol=1e-4), "the sigmoid loss adds up over blocks"
 assert clip_curve[-1] > clip_curve[0], "the CLIP loss grows with the batch size"
 assert results["CLIP"]["test"] > 0.8, f"CLIP zero-shot accuracy {results['CLIP']['test']:.3f} should be over 0.8"
-assert results["SigLIP"]["test"] > 0.5, f"SigLIP zero-shot accuracy {results['SigLIP']['test']:.3f}: far above 1/48?"
+assert results["SigLIP"]["test"] > 0.9, f"SigLIP zero-shot accuracy {results['SigLIP']['test']:.3f} should be over 0.9"
 print("All checks passed: on to 04, image search.")

@@ -206,12 +206,13 @@ assert "qformer_input_ids" in ib_inputs and len(follow_ups) == len(dialogues)
 print("mechanics: all checks passed")
 
 # %% [markdown]
-# What the trained stand-ins can do. They are below the course's targets (0.85 VQA; their model
-# cards in `assets/models/` have the measurements), so the bounds below are what they clear, far
-# above guessing; raise them when the stand-ins are retrained.
+# What the trained stand-ins can do. On all test scenes they are below the course's 0.85 VQA
+# target (0.60 and 0.65; their model cards in `assets/models/` break it down by question kind),
+# and BLIP-2 rarely gets a whole caption exactly right. Here, on these questions, they reach
+# 0.85 (measured when this was written); the bounds below leave room for the sample.
 
 # %%
-BLIP2_OBJECT_RECALL_BOUND, BLIP2_VQA_BOUND, INSTRUCTBLIP_VQA_BOUND = 0.1, 0.25, 0.25
+BLIP2_OBJECT_RECALL_BOUND, BLIP2_VQA_BOUND, INSTRUCTBLIP_VQA_BOUND = 0.4, 0.6, 0.6
 blip2_caption_accuracy = sum(shapes.normalize_text(c) == shapes.normalize_text(s.caption)
                              for c, s in zip(blip2_captions, test)) / len(test)
 blip2_object_recall = (sum(f"{o.color} {o.shape}" in shapes.normalize_text(c)

@@ -202,11 +202,11 @@ assert tasks.anyres_layout(real_processor, Image.new("RGB", (672, 672)))["image_
 print("mechanics: all checks passed")
 
 # %% [markdown]
-# The stand-ins are below the course's targets (0.90 single-image, 0.80 two-image; their model
-# cards have the measurements), so these bounds only check that they learned something: answers
-# well above guessing on single pictures, and some right answers on pairs.
+# The stand-ins are below the course's targets (0.90 single-image, 0.80 two-image on all test
+# scenes; their model cards have the measurements). The bounds sit below what they reach on these
+# questions (about 0.85-0.95 single-image, 0.58 on pairs when this was written), far above guessing.
 
 # %%
-assert two_image_accuracy >= 0.2, f"two-image accuracy {two_image_accuracy:.0%}: is the stand-in trained?"
-assert results["LLaVA-NeXT"]["all"] >= 0.4 and results["LLaVA-1.5"]["all"] >= 0.4, results
+assert two_image_accuracy >= 0.45, f"two-image accuracy {two_image_accuracy:.0%}: is the stand-in trained?"
+assert results["LLaVA-NeXT"]["all"] >= 0.7 and results["LLaVA-1.5"]["all"] >= 0.7, results
 print("trained models: all checks passed. On to 09, attention.")
