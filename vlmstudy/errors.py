@@ -26,6 +26,14 @@ class ImageError(VlmStudyError, ValueError):
     """An image that cannot be read or converted."""
 
 
+class NotAnImageError(ImageError):
+    """Data that is not an image in one of the accepted formats (checked by content, not by name)."""
+
+
+class ImageTooLargeError(ImageError):
+    """An image over the size limit (bytes or pixels), refused before it is decoded."""
+
+
 class DataFormatError(VlmStudyError, ValueError):
     """A dataset file that does not follow one of the course's JSON formats."""
 

@@ -3,25 +3,33 @@
 Accepted: a path, a ``PIL.Image``, a numpy array (H x W, H x W x 3 or H x W x 4; uint8, uint16 or
 float in [0, 1]) or the raw bytes of an image file. Every odd mode is converted on purpose:
 CMYK -> RGB, 16-bit -> 8-bit by scaling (not clipping), palette / LA / RGBA -> composited on
-white, EXIF orientation applied. Anything unreadable raises :class:`ImageError` saying why.
+white, EXIF orientation applied. Anything unreadable raises :class:`ImageError` saying why
+(:class:`NotAnImageError` and :class:`ImageTooLargeError` for the two cases a server answers
+differently). :func:`load_image_bytes` is the entry point for untrusted uploads: a byte limit,
+a pixel limit checked before decoding, and only the :data:`UPLOAD_FORMATS`, recognised by content.
 """
 
 from __future__ import annotations
 
 import io
 import os
+import struct
 from pathlib import Path
 from typing import Union
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import ImageError
+from .errors import ImageError, ImageTooLargeError, NotAnImageError
 
 ImageLike = Union[str, os.PathLike, Image.Image, np.ndarray, bytes, bytearray]
 
 #: Larger images are refused before decoding (decompression-bomb guard): 64 megapixels.
 MAX_PIXELS = 64_000_000
+
+#: The formats :func:`load_image_bytes` accepts from untrusted uploads: common raster formats PIL
+#: decodes itself (EPS, for one, would hand the data to Ghostscript).
+UPLOAD_FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF")
 
 
 def _composite_on_white(img: Image.Image) -> Image.Image:
@@ -79,21 +87,24 @@ def _from_array(arr: np.ndarray) -> Image.Image:
     return Image.fromarray(out, mode=mode)
 
 
-def _open_checked(fp, what: str, max_pixels: int) -> Image.Image:
+def _open_checked(fp, what: str, max_pixels: int, formats=None) -> Image.Image:
     try:
-        img = Image.open(fp)
+        img = Image.open(fp, formats=formats)  # recognised by its content (magic bytes), never by a name
     except UnidentifiedImageError:
-        raise ImageError(f"{what} is not an image PIL can read (PNG, JPEG, WebP, BMP, TIFF, GIF ...).") from None
+        kinds = ", ".join(formats) if formats else "PNG, JPEG, WebP, BMP, TIFF, GIF ..."
+        raise NotAnImageError(f"{what} is not an image PIL can read ({kinds}).") from None
     except Image.DecompressionBombError as err:
-        raise ImageError(f"{what} is too large to decode safely ({err}).") from None
+        raise ImageTooLargeError(f"{what} is too large to decode safely ({err}).") from None
+    except (OSError, SyntaxError, ValueError, EOFError, struct.error) as err:  # e.g. a JPEG cut inside its header
+        raise ImageError(f"{what} is damaged or truncated and cannot be decoded ({err}).") from None
     if img.width * img.height > max_pixels:
-        raise ImageError(
+        raise ImageTooLargeError(
             f"{what} is {img.width} x {img.height} pixels, more than the {max_pixels:,} allowed; "
             "downscale it first (models see it at a few hundred pixels anyway)."
         )
     try:
         img.load()
-    except (OSError, SyntaxError) as err:
+    except (OSError, SyntaxError, ValueError, EOFError, struct.error) as err:
         raise ImageError(f"{what} is damaged or truncated and cannot be decoded ({err}).") from None
     return img
 
@@ -109,9 +120,7 @@ def load_image(source: ImageLike, max_pixels: int = MAX_PIXELS) -> Image.Image:
     elif isinstance(source, np.ndarray):
         img = _from_array(source)
     elif isinstance(source, (bytes, bytearray, memoryview)):
-        if len(source) == 0:
-            raise ImageError("The image data is empty (0 bytes); upload or pass a real image file.")
-        img = _open_checked(io.BytesIO(bytes(source)), "The uploaded data", max_pixels)
+        return load_image_bytes(source, max_pixels=max_pixels)
     elif isinstance(source, (str, os.PathLike)):
         path = Path(source).expanduser()
         if str(source).startswith(("http://", "https://")):
@@ -126,8 +135,30 @@ def load_image(source: ImageLike, max_pixels: int = MAX_PIXELS) -> Image.Image:
         raise ImageError(
             f"Cannot use a {type(source).__name__} as an image; pass a path, PIL image, numpy array or bytes."
         )
+    return _finish(img, max_pixels)
+
+
+def load_image_bytes(data: bytes | bytearray | memoryview, max_pixels: int = MAX_PIXELS, max_bytes: int | None = None,
+                     formats: tuple[str, ...] | None = None) -> Image.Image:
+    """Decode an image held in memory (an upload) into an RGB ``PIL.Image``; nothing touches disk.
+
+    max_bytes: refuse longer data (:class:`ImageTooLargeError`); max_pixels: refuse larger
+    declared dimensions before decoding (:class:`ImageTooLargeError`); formats: the PIL format
+    names to accept, e.g. :data:`UPLOAD_FORMATS` (``None``: any PIL reads). Empty, truncated or
+    damaged data raises :class:`ImageError`; data in no accepted format :class:`NotAnImageError`.
+    """
+    if len(data) == 0:
+        raise ImageError("The image data is empty (0 bytes); upload or pass a real image file.")
+    if max_bytes is not None and len(data) > max_bytes:
+        raise ImageTooLargeError(f"The image data is {len(data):,} bytes, more than the {max_bytes:,} allowed; "
+                                 "send a smaller file (models see it at a few hundred pixels anyway).")
+    return _finish(_open_checked(io.BytesIO(bytes(data)), "The uploaded data", max_pixels, formats), max_pixels)
+
+
+def _finish(img: Image.Image, max_pixels: int) -> Image.Image:
+    """The checks and conversions every decoded image goes through: size, EXIF rotation, RGB."""
     if img.width * img.height > max_pixels:
-        raise ImageError(f"The image is {img.width} x {img.height} pixels, more than the {max_pixels:,} allowed; downscale it first.")
+        raise ImageTooLargeError(f"The image is {img.width} x {img.height} pixels, more than the {max_pixels:,} allowed; downscale it first.")
     if img.width == 0 or img.height == 0:
         raise ImageError("The image has zero width or height.")
     try:
