@@ -22,11 +22,12 @@ from .settings import get_device, get_mode, seed_everything, set_device, set_mod
 from .zoo import CARDS, get_card, load, model_names
 from .zoo.table import zoo_table
 from . import contrastive, diagrams, plotting, retrieval, shapes  # noqa: E402  (modules the notebooks use by name)
-from . import quantize  # noqa: E402  (precision presets, footprints, estimates: notebook 10)
+from . import compare, quantize  # noqa: E402  (precision presets, footprints, estimates; which model for which task: notebook 10)
 from . import attention  # noqa: E402  (cross-attention from scratch, attention maps, pointing game: notebook 09)
 from . import data, finetune  # noqa: E402  (data formats and converters; LoRA / QLoRA fine-tuning: notebook 11)
 from . import generation, tasks  # noqa: E402  (captioning, VQA, chat and decoding settings: notebooks 05-08)
 from .tasks import ChatSession, answer, caption
+from .inference import Inference  # noqa: E402  (describe / ask / generate / chat; the CLI and server use it)
 from .plotting import show_images, set_figsize
 from .shapes import show_scenes
 
@@ -38,12 +39,14 @@ __all__ = [
     "load", "get_card", "model_names", "CARDS", "zoo_table",
     # modules
     "shapes", "contrastive", "plotting", "retrieval", "diagrams",
-    "quantize",
+    "quantize", "compare",
     "attention",
     "data", "finetune",
     "generation", "tasks",
     # tasks
     "caption", "answer", "ChatSession",
+    # inference (the CLI and HTTP server are layers on it)
+    "Inference",
     # plotting
     "show_images", "set_figsize", "show_scenes",
     # images

@@ -671,3 +671,74 @@ def pointing_bars(rows: Sequence[dict], title: str | None = None):
         ax.set_title(title, fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def task_model_chart(rows: Sequence[dict], precision: str = "nf4", title: str | None = None):
+    """The task -> model selection chart: tasks down, models across (smallest real checkpoint
+    first), a dot where the model does the task, coloured by the real checkpoint's memory at
+    ``precision``; a ring marks the smallest model for each task (the first one to try).
+    ``rows``: :func:`vlmstudy.compare.model_comparison` rows (need ``name``, ``tasks``,
+    ``real_fp16_gb`` and ``real_<precision>_gb``)."""
+    from matplotlib.colors import LogNorm
+
+    key = f"real_{precision}_gb"
+    if not rows or any(key not in r or "real_fp16_gb" not in r for r in rows):
+        raise ValueError(f"task_model_chart needs model_comparison rows with 'real_fp16_gb' and {key!r}")
+    ordered = sorted(rows, key=lambda r: r[key])
+    tasks = sorted({t for r in rows for t in r["tasks"]}, key=lambda t: min(r[key] for r in rows if t in r["tasks"]))
+    smallest = {t: next(r["name"] for r in ordered if t in r["tasks"]) for t in tasks}
+    fig, ax = plt.subplots(figsize=(1.1 * len(ordered) + 2.5, 0.55 * len(tasks) + 2.2))
+    norm = LogNorm(vmin=min(r[key] for r in rows), vmax=max(r[key] for r in rows))
+    for x, r in enumerate(ordered):
+        for y, task in enumerate(tasks):
+            if task in r["tasks"]:
+                ax.scatter(x, y, s=260, c=[r[key]], cmap="viridis", norm=norm, zorder=3)
+                if smallest[task] == r["name"]:
+                    ax.scatter(x, y, s=560, facecolors="none", edgecolors="crimson", linewidths=2, zorder=4)
+    ax.set_xticks(range(len(ordered)))
+    ax.set_xticklabels([f"{r['name']}\n{r['real_fp16_gb']:.1f} GB fp16\n{r[key]:.1f} GB {precision}" for r in ordered],
+                       fontsize=7)
+    ax.set_yticks(range(len(tasks)))
+    ax.set_yticklabels(tasks, fontsize=9)
+    ax.set_xlim(-0.6, len(ordered) - 0.4)
+    ax.set_ylim(len(tasks) - 0.5, -0.5)
+    ax.grid(True, alpha=0.3, zorder=0)
+    mappable = plt.cm.ScalarMappable(norm=norm, cmap="viridis")
+    fig.colorbar(mappable, ax=ax, label=f"real checkpoint at {precision} (GB)", shrink=0.8, format="%.1f")
+    ax.set_title(title or "which model for which task (ring: the smallest that does it)", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+# --- pictures as PNG bytes (widgets, HTML reports) ------------------------------------------------
+
+
+def figure_png(fig, dpi: int = 90, close: bool = True) -> bytes:
+    """The figure as PNG bytes (for an ``ipywidgets.Image`` or an HTML report); ``close``
+    releases it, so that a figure drawn inside a widget callback is never shown a second time."""
+    import io
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
+    if close:
+        plt.close(fig)
+    return buffer.getvalue()
+
+
+def image_png(image, size: int | None = None) -> bytes:
+    """An image (path, PIL image, array, bytes) as PNG bytes, scaled so its longer side is
+    ``size`` pixels when given (the 64 px ShapesWorld pictures are enlarged without blurring)."""
+    import io
+
+    from PIL import Image
+
+    from .images import load_image
+
+    img = load_image(image)
+    if size is not None:
+        scale = size / max(img.size)
+        new = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
+        img = img.resize(new, Image.NEAREST if scale > 1 else Image.LANCZOS)
+    buffer = io.BytesIO()
+    img.save(buffer, format="PNG")
+    return buffer.getvalue()

@@ -8,7 +8,8 @@
 #
 # You will: (1) see why memory is the problem, (2) look at the presets, (3) measure the tiny CLIP
 # at six precisions on your CPU, (4) open up a 4-bit layer, (5) estimate every real model in the
-# zoo, (6) read the GPU figures for LLaVA-1.5-7B.
+# zoo, (6) read the GPU figures for LLaVA-1.5-7B, (7) choose a model for a task from one table
+# and one chart.
 
 # %%
 import vlmstudy
@@ -227,6 +228,36 @@ plotting.gpu_bars(gpu);
 # then compare `quantize.footprint(model)` with `quantize.estimate("llava", "nf4")`.
 
 # %% [markdown]
+# ## Which model for which task?
+#
+# Memory decides what you *can* run; the task decides what you *should*. `compare.model_comparison()`
+# puts both in one table: for each stand-in its size, its CPU latency for one answer (measured now,
+# on your machine: a zero-shot label for CLIP / SigLIP, a caption or an answer for the generative
+# models) and its headline accuracy on test scenes (from its model card); for the real checkpoint
+# its parameters and the memory it needs at fp16, int8 and NF4 (estimated as above). The stand-ins
+# are all a few MB and answer in well under a second on a CPU: their latencies say how much work
+# each *design* does per answer (BLIP-VQA runs a text encoder and a decoder; LLaVA only a decoder),
+# not what the real models cost.
+
+# %%
+from vlmstudy import compare
+
+comparison = compare.model_comparison(repeats=3)
+print(compare.format_comparison(comparison))
+
+# %% [markdown]
+# The selection chart reads the same rows: tasks down, models across from the smallest real
+# checkpoint to the largest, a ring on the smallest model that does each task. Start there; move
+# right only when the task needs it (instructions, several turns, several images) and the
+# memory is there. The 7 B models fit an 8 GB GPU only in 4 bits.
+
+# %%
+picks = compare.smallest_for_each_task(comparison)
+plotting.task_model_chart(comparison);
+for task, name in picks.items():
+    print(f"{task:26} -> {name}")
+
+# %% [markdown]
 # ## Check yourself
 #
 # These use the numbers measured and computed above; each can fail.
@@ -240,4 +271,7 @@ assert quantize.footprint(nf4_model) > nf4_model.get_memory_footprint(), "footpr
 assert abs(fp16 / 14.13e9 - 1) < 0.01, "the fp16 estimate of LLaVA-1.5-7B should match the measured 14.13 GB"
 assert nf4_dq_hf / fp16 <= 0.28, "NF4 + double quant should be at most 0.28 x the fp16 footprint (get_memory_footprint)"
 assert nf4_dq / fp16 < quantize.estimate("llava", "nf4") / fp16 < 0.31, "double quant should save memory over plain NF4"
+assert all(r["latency_ms"] > 0 for r in comparison), "every stand-in answered (a latency was measured)"
+assert picks["zero-shot classification"] == "clip" and picks["chat"] == "llava", picks
+assert all(r["real_nf4_gb"] < r["real_int8_gb"] < r["real_fp16_gb"] for r in comparison), "4 bits < 8 bits < 16 bits"
 print("All checks passed.")
