@@ -9,6 +9,9 @@
 #   ./course.sh --no-setup      use the environment as it is (skip the install check)
 #   ./course.sh test [ARGS]     set up the same way, then run the test suite (ARGS go to pytest;
 #                               paths first replace the default tests/ and notebooks/)
+#   ./course.sh browser-test    set up, install the Debian chromium package if it is missing (apt-get,
+#                               as root or through sudo), then run tests/test_browser.py: Chromium
+#                               drives the `vlmstudy demo` Voila app; screenshots in runs/browser-test/
 #
 # Environment: VLMSTUDY_VENV (default .venv) is the virtual environment to use; PYTHON (default
 # python3, 3.10 or newer) creates it; VLMSTUDY_TORCH (default torch==2.13.0) and
@@ -25,7 +28,7 @@ PYTHON="${PYTHON:-python3}"
 # elsewhere: VLMSTUDY_TORCH_INDEX=https://download.pytorch.org/whl/cpu.
 TORCH_SPEC="${VLMSTUDY_TORCH:-torch==2.13.0}"
 TORCH_INDEX="${VLMSTUDY_TORCH_INDEX:-}"
-EXTRAS="test,serve"
+EXTRAS="test,serve,demo"
 # the test command (README.md shows it as `.venv/bin/python <PYTEST_ARGS>`; a test keeps them equal)
 PYTEST_ARGS="-m pytest -q tests notebooks --nbval-lax --nbval-current-env"
 
@@ -62,6 +65,9 @@ port=""
 if [ "${1:-}" = "test" ]; then
     mode=test
     shift
+elif [ "${1:-}" = "browser-test" ]; then
+    mode=browser
+    shift
 else
     while [ $# -gt 0 ]; do
         case "$1" in
@@ -70,7 +76,7 @@ else
             --port=*) port="${1#--port=}" ;;
             --setup-only) mode=setup ;;
             --no-setup) do_setup=0 ;;
-            -h|--help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+            -h|--help) sed -n '2,/^set -euo/{/^set -euo/d;p}' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
             *) die "unknown option $1 (see ./course.sh --help)" ;;
         esac
         shift
@@ -95,6 +101,22 @@ case "$mode" in
         fi
         # shellcheck disable=SC2086  # word splitting of the arguments is intended
         exec "$VENV/bin/python" $pytest_args "$@"
+        ;;
+    browser)
+        # the system Chromium, never a Playwright browser download (tests/test_browser.py)
+        if [ -z "${VLMSTUDY_CHROMIUM:-}" ] && ! command -v chromium >/dev/null 2>&1; then
+            command -v apt-get >/dev/null || die "the browser test needs Chromium: install it with your package manager and set VLMSTUDY_CHROMIUM=/path/to/chromium"
+            echo "course.sh: installing the chromium package (apt-get)"
+            if [ "$(id -u)" = 0 ]; then
+                apt-get update && apt-get install -y --no-install-recommends chromium
+            elif command -v sudo >/dev/null; then
+                sudo apt-get update && sudo apt-get install -y --no-install-recommends chromium
+            else
+                die "installing chromium needs root: run 'apt-get install chromium' as root, then ./course.sh browser-test"
+            fi
+        fi
+        export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 VLMSTUDY_BROWSER_TEST=required
+        exec "$VENV/bin/python" -m pytest -q -rs tests/test_browser.py "$@"
         ;;
     lab)
         # the whole repository is the root (notebooks/, exercises/, ...); 00_setup opens first
