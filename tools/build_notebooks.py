@@ -54,18 +54,27 @@ def _cells(text: str) -> list[tuple[str, str]]:
     return out
 
 
+def notebook_json(stem: str, cells, metadata: dict | None = None) -> str:
+    """The notebook JSON for ``cells``: ``(kind, body)`` pairs, or ``(kind, body, number)`` where
+    ``number`` (default: the position) makes the stable cell id ``STEM-NN``. ``metadata`` is
+    added to the notebook's. No outputs; the same cells always give the same bytes (the graded
+    exercises of ``vlmstudy exercises build`` are written by this function too)."""
+    out = []
+    for i, cell in enumerate(cells):
+        kind, body = cell[0], cell[1]
+        number = cell[2] if len(cell) > 2 else i
+        entry = {"cell_type": kind, "id": f"{stem}-{number:02d}".replace(".", "-")[:64], "metadata": {},
+                 "source": body.splitlines(keepends=True)}
+        if kind == "code":
+            entry.update(execution_count=None, outputs=[])
+        out.append(entry)
+    nb = {"cells": out, "metadata": {**METADATA, **(metadata or {})}, "nbformat": 4, "nbformat_minor": 5}
+    return json.dumps(nb, indent=1, ensure_ascii=False) + "\n"
+
+
 def build(source: Path) -> str:
     """The notebook JSON for one percent-format source file."""
-    cells = []
-    for i, (kind, body) in enumerate(_cells(source.read_text(encoding="utf-8"))):
-        lines = body.splitlines(keepends=True)
-        cell = {"cell_type": kind, "id": f"{source.stem}-{i:02d}".replace(".", "-")[:64], "metadata": {},
-                "source": lines}
-        if kind == "code":
-            cell.update(execution_count=None, outputs=[])
-        cells.append(cell)
-    nb = {"cells": cells, "metadata": METADATA, "nbformat": 4, "nbformat_minor": 5}
-    return json.dumps(nb, indent=1, ensure_ascii=False) + "\n"
+    return notebook_json(source.stem, _cells(source.read_text(encoding="utf-8")))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -29,6 +29,9 @@ COMMAND_MODULES: list[str] = [
     "vlmstudy.doctor",          # vlmstudy doctor
     "vlmstudy.zoo.commands",    # vlmstudy zoo train / evaluate / table
     "vlmstudy.finetune.commands",  # vlmstudy finetune (--config / --resume / --merge), vlmstudy data
+    "vlmstudy.inference_commands",  # vlmstudy describe / ask / chat / serve
+    "vlmstudy.apps",            # vlmstudy demo (the widget demos as a Voila app)
+    "vlmstudy.grading.commands",  # vlmstudy exercises build / grade / list
 ]
 
 EXIT_USER_ERROR = 2

@@ -1,0 +1,371 @@
+"""Graded exercises (vlmstudy.grading): the build from one master, the checks, the grader.
+
+For every exercise and part: the stub scores 0, the solution full marks, plausible wrong
+solutions something in between, and a looping or crashing one 0 within the time limit. The
+scores are computed as the grader computes them (every check, hidden ones included, on new
+data); a few tests run the real grader (a fresh kernel per submission) end to end.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+import time
+from dataclasses import asdict
+
+import nbformat
+import pytest
+
+from vlmstudy import cli
+from vlmstudy.grading import build, grader, hidden_checks, registry
+from vlmstudy.grading.core import Env
+
+EXERCISES = list(registry.EXERCISES)
+PARTS = [(ex.name, p.name) for ex in registry.EXERCISES.values() for p in ex.parts]
+
+
+def _code_cells(path) -> list[str]:
+    return [c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code"]
+
+
+def _namespace(path, marker: str, replace: dict | None = None) -> dict:
+    """Run a built notebook's imports and the cells that define the learner's code (those that
+    hold ``marker``), with ``replace`` = {target: source} swapped in after them."""
+    cells = _code_cells(path)
+    ns: dict = {}
+    exec(cells[0], ns)
+    for source in cells[1:]:
+        if marker in source:
+            exec(source, ns)
+    for source in (replace or {}).values():
+        exec(source, ns)
+    return ns
+
+
+def _solution(exercise):
+    return _namespace(build.SOLUTIONS_DIR / f"{exercise}.ipynb", "### BEGIN SOLUTION")
+
+
+def _stub(exercise):
+    return _namespace(build.EXERCISES_DIR / f"{exercise}.ipynb", "raise NotImplementedError()")
+
+
+def _score(target, exercise: str, part: str, seed: int = 11) -> grader.PartScore:
+    """The score the grader gives: every check on new data, points from the grader's table."""
+    report = hidden_checks(target, exercise, part, seed=seed)
+    return grader._score(registry.get_part(exercise, part),
+                         {"status": "ran", "outcomes": [asdict(o) for o in report.outcomes]})
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _models():
+    """Load the two models the checks use once, before any time limit runs."""
+    Env(0).model("clip")
+    Env(0).model("llava")
+
+
+# ----------------------------------------------------------------------------- build
+
+def test_every_exercise_has_a_master_and_two_notebooks():
+    assert [m.stem for m in build.masters()] == EXERCISES
+    assert len(EXERCISES) >= 5 and {"01_clip_search", "02_chatbot"} <= set(EXERCISES)
+
+
+def test_committed_notebooks_are_what_the_build_gives():
+    assert build.stale() == [], "run: vlmstudy exercises build"
+
+
+def test_student_notebooks_have_stubs_and_no_solution_or_hidden_test(repo):
+    for exercise in EXERCISES:
+        path = build.EXERCISES_DIR / f"{exercise}.ipynb"
+        nb = nbformat.read(path, as_version=4)
+        nbformat.validate(nb)
+        assert nb.metadata.vlmstudy.exercise == exercise
+        text = path.read_text(encoding="utf-8")
+        for marker in ("BEGIN SOLUTION", "END SOLUTION", "HIDDEN TESTS", "hidden_checks"):
+            assert marker not in text, (exercise, marker)
+        code = _code_cells(path)
+        for source in code:
+            ast.parse(source)  # a stub keeps the indentation of the code it replaces
+        assert all(c.outputs == [] for c in nb.cells if c.cell_type == "code")
+        assert sum(s.count("raise NotImplementedError()") for s in code) >= len(registry.get_exercise(exercise).parts)
+        solution = "\n".join(_code_cells(repo / "solutions" / f"{exercise}.ipynb"))
+        assert "### BEGIN SOLUTION" in solution and "### BEGIN HIDDEN TESTS" in solution
+        assert "raise NotImplementedError" not in solution
+
+
+def test_solution_notebooks_store_their_outputs():
+    for exercise in EXERCISES:
+        nb = nbformat.read(build.SOLUTIONS_DIR / f"{exercise}.ipynb", as_version=4)
+        code = [c for c in nb.cells if c.cell_type == "code"]
+        assert all(c.execution_count for c in code), exercise
+        shown = json.dumps([c.outputs for c in code])
+        assert "(hidden checks)" in shown and "(visible checks)" in shown and "✗" not in shown, exercise
+        assert "Loading weights" not in shown and "0x7f" not in shown, exercise  # nothing that varies
+
+
+def test_each_solution_runs_the_hidden_checks_of_every_part():
+    for exercise in EXERCISES:
+        code = "\n".join(_code_cells(build.SOLUTIONS_DIR / f"{exercise}.ipynb"))
+        hidden = code[code.index("### BEGIN HIDDEN TESTS"):code.rindex("### END HIDDEN TESTS")]
+        for part in registry.get_exercise(exercise).parts:
+            assert f"hidden_checks({part.target}, {exercise!r}, {part.name!r})".replace("'", '"') in hidden
+
+
+def test_master_markers_must_pair(tmp_path):
+    master = tmp_path / "tools" / "exercises" / "99_demo.py"
+    master.parent.mkdir(parents=True)
+    master.write_text("# %%\ndef f():\n    ### BEGIN SOLUTION\n    return 1\n")
+    with pytest.raises(build.MasterError, match="never closed"):
+        build.student_notebook(master)
+    master.write_text("# %%\ndef f(x):\n    if x:\n        ### BEGIN SOLUTION\n        return 1\n"
+                      "        ### END SOLUTION\n    return 0\n\n# %%\n### BEGIN HIDDEN TESTS\nf(1)\n"
+                      "### END HIDDEN TESTS\n")
+    nb = json.loads(build.student_notebook(master))
+    assert len(nb["cells"]) == 1
+    assert "".join(nb["cells"][0]["source"]) == ("def f(x):\n    if x:\n        # YOUR CODE HERE\n"
+                                                 "        raise NotImplementedError()\n    return 0")
+
+
+def test_build_check_command(capsys):
+    assert cli.main(["exercises", "build", "--check"]) == 0
+    assert "match" in capsys.readouterr().out
+
+
+# ----------------------------------------------------------------------------- checks, as graded
+
+@pytest.mark.parametrize("exercise, part", PARTS)
+def test_stub_scores_zero_and_solution_full_marks(exercise, part):
+    target = registry.get_part(exercise, part).target
+    stub = _score(_stub(exercise)[target], exercise, part)
+    assert stub.points == 0 and not stub.passed and stub.status == "not done"
+    solution = _score(_solution(exercise)[target], exercise, part)
+    assert solution.passed and solution.points == solution.max_points, solution.checks
+
+
+def test_visible_check_of_a_stub_says_not_done_yet():
+    from vlmstudy.grading import check_search
+
+    report = check_search(_stub("01_clip_search")["CLIPImageSearch"])
+    text = str(report)
+    assert report.points == 0 and report.todo
+    assert "not done yet" in text and "Traceback" not in text and "hidden checks worth 1 more" in text
+
+
+WRONG = {
+    ("01_clip_search", "search"): {
+        "unsorted results": '''
+class CLIPImageSearch(CLIPImageSearch):
+    def search(self, query, top_k=5):
+        q = F.normalize(self.embed_text(query), dim=-1)
+        scores = self.image_embeddings @ q
+        return [(i, float(scores[i])) for i in range(min(top_k, len(scores)))]
+''',
+        "dot product": '''
+class CLIPImageSearch(CLIPImageSearch):
+    def index_images(self, images):
+        self.image_embeddings = self.embed_images(images)
+
+    def search(self, query, top_k=5):
+        scores = self.image_embeddings @ self.embed_text(query)
+        order = torch.sort(scores, descending=True, stable=True).indices[:top_k]
+        return [(int(i), float(scores[i])) for i in order]
+''',
+        "topk, gallery embedded per search": '''
+class CLIPImageSearch(CLIPImageSearch):
+    def index_images(self, images):
+        self.images = images
+
+    def search(self, query, top_k=5):
+        gallery = F.normalize(self.embed_images(self.images), dim=-1)
+        scores = gallery @ F.normalize(self.embed_text(query), dim=-1)
+        values, indices = torch.topk(scores, top_k)
+        return list(zip(indices.tolist(), values.tolist()))
+''',
+    },
+    ("02_chatbot", "chatbot"): {
+        "ignores the history": '''
+class MultimodalChatbot(MultimodalChatbot):
+    def chat(self, message):
+        reply = self.generate(chat_prompt(self.processor, [(message, None)]))
+        self.history.append((message, reply))
+        return reply
+''',
+        "clear does not clear": '''
+class MultimodalChatbot(MultimodalChatbot):
+    def clear_history(self):
+        self.history = list(self.history)
+''',
+    },
+    ("03_zero_shot_ensemble", "class_embeddings"): {
+        "averages raw embeddings": '''
+def class_embeddings(labels, templates, embed_texts):
+    prompts = [t.format(label) for label in labels for t in templates]
+    return F.normalize(embed_texts(prompts).reshape(len(labels), len(templates), -1).mean(1), dim=-1)
+''',
+    },
+    ("03_zero_shot_ensemble", "zero_shot_probs"): {
+        "raw dot product": '''
+def zero_shot_probs(image_embeds, class_embeds, scale=100.0):
+    return (scale * image_embeds @ class_embeds.T).softmax(dim=-1)
+''',
+    },
+    ("04_contrastive_loss", "clip_loss"): {
+        "one direction only": '''
+def clip_loss(image_embeds, text_embeds, logit_scale):
+    logits = logit_scale.exp() * image_embeds @ text_embeds.T
+    return F.cross_entropy(logits, torch.arange(len(logits)))
+''',
+        "hand-written softmax": '''
+def clip_loss(image_embeds, text_embeds, logit_scale):
+    logits = logit_scale.exp() * image_embeds @ text_embeds.T
+    rows = -(logits.exp() / logits.exp().sum(1, keepdim=True)).diag().log().mean()
+    cols = -(logits.exp() / logits.exp().sum(0, keepdim=True)).diag().log().mean()
+    return (rows + cols) / 2
+''',
+    },
+    ("05_attention_rollout", "rollout"): {
+        "layers in the wrong order": '''
+def attention_rollout(attentions, residual=0.5):
+    eye = torch.eye(attentions.shape[-1])
+    rollout = eye.expand(attentions.shape[1], -1, -1)
+    for layer in attentions:
+        a = residual * eye + (1 - residual) * layer.mean(dim=1)
+        rollout = rollout @ (a / a.sum(dim=-1, keepdim=True))
+    return rollout
+''',
+        "last layer only": '''
+def attention_rollout(attentions, residual=0.5):
+    a = residual * torch.eye(attentions.shape[-1]) + (1 - residual) * attentions[-1].mean(dim=1)
+    return a / a.sum(dim=-1, keepdim=True)
+''',
+    },
+}
+
+
+@pytest.mark.parametrize("exercise, part", PARTS)
+def test_plausible_wrong_solutions_score_in_between(exercise, part):
+    assert (exercise, part) in WRONG, "every part needs at least one plausible wrong solution"
+    target = registry.get_part(exercise, part).target
+    for name, source in WRONG[exercise, part].items():
+        score = _score(_namespace(build.SOLUTIONS_DIR / f"{exercise}.ipynb", "### BEGIN SOLUTION",
+                                  {target: source})[target], exercise, part)
+        assert 0 < score.points < score.max_points and not score.passed, (name, score.points, score.checks)
+
+
+LOOP = "\n    while True:\n        pass\n"
+BROKEN = {  # one looping member per part; crashing ones raise instead
+    "CLIPImageSearch": "class CLIPImageSearch(CLIPImageSearch):\n  def search(self, query, top_k=5):{body}",
+    "MultimodalChatbot": "class MultimodalChatbot(MultimodalChatbot):\n  def chat(self, message):{body}",
+    "class_embeddings": "def class_embeddings(labels, templates, embed_texts):{body}",
+    "zero_shot_probs": "def zero_shot_probs(image_embeds, class_embeds, scale=100.0):{body}",
+    "clip_loss": "def clip_loss(image_embeds, text_embeds, logit_scale):{body}",
+    "attention_rollout": "def attention_rollout(attentions, residual=0.5):{body}",
+}
+
+
+@pytest.mark.parametrize("exercise, part", PARTS)
+def test_looping_or_crashing_code_scores_zero_within_the_limit(exercise, part, monkeypatch):
+    target = registry.get_part(exercise, part).target
+    for kind, body in (("loop", LOOP), ("crash", "\n    raise RuntimeError('boom')\n")):
+        if kind == "loop":  # the grader's kernel gets the limit the same way (a third of --timeout)
+            monkeypatch.setenv("VLMSTUDY_CHECK_TIME_LIMIT", "1")
+        else:
+            monkeypatch.delenv("VLMSTUDY_CHECK_TIME_LIMIT", raising=False)
+        source = BROKEN[target].format(body=body)
+        ns = _namespace(build.SOLUTIONS_DIR / f"{exercise}.ipynb", "### BEGIN SOLUTION", {target: source})
+        start = time.monotonic()
+        score = _score(ns[target], exercise, part)
+        assert score.points == 0 and not score.passed, (kind, score.checks)
+        assert time.monotonic() - start < 10, kind
+        if kind == "loop":
+            assert score.status == "timeout"
+        else:
+            assert {c["status"] for c in score.checks} == {"error"}
+            assert all("RuntimeError: boom" in c["message"] for c in score.checks)
+
+
+def test_the_grader_scores_only_from_its_own_table():
+    part = registry.get_part("01_clip_search", "search")
+    forged = {"status": "ran", "outcomes": [
+        {"name": "ranking", "status": "passed", "points": 99},
+        {"name": "made_up", "status": "passed", "points": 50},
+    ]}
+    score = grader._score(part, forged)
+    assert score.points == part.check("ranking").points and not score.passed
+
+
+# ----------------------------------------------------------------------------- the grader, end to end
+
+def _submission(tmp_path, exercise: str, cells: list[str]) -> str:
+    """A learner's notebook: the exercise's imports, then ``cells``."""
+    imports = _code_cells(build.EXERCISES_DIR / f"{exercise}.ipynb")[0]
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(s) for s in [imports, *cells]])
+    nb.metadata["vlmstudy"] = {"exercise": exercise}
+    path = tmp_path / f"{exercise}_submission.ipynb"
+    nbformat.write(nb, path)
+    return str(path)
+
+
+def test_grade_command_gives_the_solution_full_marks(capsys):
+    start = time.monotonic()
+    code = cli.main(["exercises", "grade", str(build.SOLUTIONS_DIR / "05_attention_rollout.ipynb"), "--seed", "5"])
+    out = capsys.readouterr().out
+    assert code == 0 and "total 10/10 (100%)" in out and "seed 5" in out, out
+    assert time.monotonic() - start < 120
+
+
+def test_grade_scores_a_dead_kernel_zero_and_goes_on(tmp_path):
+    """Part 1 kills the kernel (in the learner's own check cell, then in the grader's); part 2 is
+    right: 0 for part 1, full marks for part 2."""
+    dies = "import os\n\ndef class_embeddings(labels, templates, embed_texts):\n    os._exit(3)\n"
+    right = next(s for s in _code_cells(build.SOLUTIONS_DIR / "03_zero_shot_ensemble.ipynb")
+                 if s.startswith("def zero_shot_probs"))
+    path = _submission(tmp_path, "03_zero_shot_ensemble", [dies, "check_class_embeddings(class_embeddings)", right])
+    result = grader.grade(path, timeout=60, seed=3)
+    by_part = {p.part: p for p in result.parts}
+    assert by_part["class_embeddings"].status == "dead kernel" and by_part["class_embeddings"].points == 0
+    assert by_part["zero_shot_probs"].passed and by_part["zero_shot_probs"].points == 5
+    assert any("cell 3 killed the kernel" in note for note in result.notes), result.notes
+    assert result.points == 5 and not result.passed
+
+
+def test_grade_scores_a_hang_zero_within_the_time_limit(tmp_path):
+    """A loop that swallows even the checks' own time limit (and Ctrl-C): the grader's kernel
+    timeout ends it, and the part scores 0, although the notebook edited the checks in memory
+    to pass and printed a full score."""
+    hangs = ("def clip_loss(image_embeds, text_embeds, logit_scale):\n    while True:\n        try:\n"
+             "            sum(range(10 ** 5))\n        except BaseException:\n            pass\n")
+    forge = ("# claim every check passed: edit the checks in memory, and print a fake score\n"
+             "import vlmstudy.grading.core as core, vlmstudy.grading.loss as loss\n"
+             "def fake(target, checks, seed, title, scope='visible', limit=None):\n"
+             "    return core.Report(title, scope, [core.Outcome(c.name, c.what, c.points, c.points, 'passed')\n"
+             "                                      for c in checks])\n"
+             "core.run_checks = fake\nloss.CHECKS.clear()\nprint('clip_loss: 11/11 points')\n")
+    start = time.monotonic()
+    result = grader.grade(_submission(tmp_path, "04_contrastive_loss", [hangs, forge]), timeout=10,
+                          total_timeout=100, seed=3)
+    (part,) = result.parts
+    assert part.points == 0 and part.status == "timeout" and not result.passed
+    assert time.monotonic() - start < 100
+    assert "timeout" in result.table()
+
+
+def test_grade_refuses_what_is_not_a_notebook(tmp_path, capsys):
+    bad = tmp_path / "01_clip_search.ipynb"
+    bad.write_text("not json")
+    assert cli.main(["exercises", "grade", str(bad)]) == 2
+    assert "not a Jupyter notebook" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- the notebooks run
+
+def test_exercise_and_solution_notebooks_pass_nbval(repo):
+    """Learner notebooks as shipped (no outputs: nothing to compare, nothing may raise) and the
+    instructor's solutions, their stored outputs compared (strict ``--nbval``)."""
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval", "--nbval-current-env",
+           "exercises", "solutions"]
+    run = subprocess.run(cmd, cwd=repo, capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]

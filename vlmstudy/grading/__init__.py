@@ -1,0 +1,88 @@
+"""Graded exercises: the checks a learner runs in the notebook, and the hidden ones the grader runs.
+
+Each exercise notebook (``exercises/NN_name.ipynb``, built with its instructor solution
+``solutions/NN_name.ipynb`` from one master ``tools/exercises/NN_name.py`` by
+``vlmstudy exercises build``) ends its tasks with a visible check::
+
+    from vlmstudy.grading import check_search
+    check_search(CLIPImageSearch)        # a table: points, and a hint for every check that fails
+
+A check tests what the code *does* (rankings against brute force, the prompt the model reads,
+values and gradients against a reference ...), never how it is written. An unfinished stub
+(``raise NotImplementedError``) reports "not done yet", never a traceback.
+
+The instructor grades a submission with ``vlmstudy exercises grade SUBMISSION.ipynb``: the
+notebook runs in a fresh kernel with a time limit, then every check, hidden ones included, runs
+on new random data (:mod:`vlmstudy.grading.grader`). A crash, a dead kernel or a timeout scores
+0 for that part.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .core import Check, CheckFailed, Report, run_checks
+from .registry import EXERCISES, Exercise, Part, get_exercise, get_part
+
+__all__ = [
+    "check", "hidden_checks", "load_quietly", "check_search", "check_chatbot", "check_class_embeddings", "check_zero_shot_probs",
+    "check_clip_loss", "check_rollout", "EXERCISES", "Exercise", "Part", "Check", "CheckFailed", "Report",
+    "get_exercise", "get_part", "run_checks",
+]
+
+#: The seed of the visible checks: the same data on every run, so a notebook's output is stable.
+VISIBLE_SEED = 0
+#: The seed :func:`hidden_checks` uses when none is given (the grader draws a new one per grade).
+HIDDEN_SEED = 1
+
+
+def check(exercise: str, part: str, target: Any) -> Report:
+    """Run the visible checks of one part of an exercise on ``target`` (the learner's class or
+    function) and return the report (it shows as a table in a notebook)."""
+    p = get_part(exercise, part)
+    return run_checks(target, p.checks, seed=VISIBLE_SEED, title=p.title, scope="visible")
+
+
+def hidden_checks(target: Any, exercise: str, part: str, seed: int = HIDDEN_SEED) -> Report:
+    """Every check of one part, hidden ones included, on data drawn from ``seed``: what the grade
+    runs (the instructor's solution notebooks show it)."""
+    p = get_part(exercise, part)
+    return run_checks(target, p.checks, seed=seed, title=p.title, scope="hidden")
+
+
+def check_search(cls) -> Report:
+    """Exercise 01: check a ``CLIPImageSearch`` class (``index_images``, ``search``)."""
+    return check("01_clip_search", "search", cls)
+
+
+def check_chatbot(cls) -> Report:
+    """Exercise 02: check a ``MultimodalChatbot`` class (``set_image``, ``chat``, ``clear_history``)."""
+    return check("02_chatbot", "chatbot", cls)
+
+
+def check_class_embeddings(fn) -> Report:
+    """Exercise 03, part 1: check ``class_embeddings(labels, templates, embed_texts)``."""
+    return check("03_zero_shot_ensemble", "class_embeddings", fn)
+
+
+def check_zero_shot_probs(fn) -> Report:
+    """Exercise 03, part 2: check ``zero_shot_probs(image_embeds, class_embeds, scale)``."""
+    return check("03_zero_shot_ensemble", "zero_shot_probs", fn)
+
+
+def check_clip_loss(fn) -> Report:
+    """Exercise 04: check ``clip_loss(image_embeds, text_embeds, logit_scale)``."""
+    return check("04_contrastive_loss", "clip_loss", fn)
+
+
+def check_rollout(fn) -> Report:
+    """Exercise 05: check ``attention_rollout(attentions, residual=0.5)``."""
+    return check("05_attention_rollout", "rollout", fn)
+
+
+def load_quietly(name: str):
+    """``(model, processor)`` as :func:`vlmstudy.load` gives them, without the progress bars (a
+    stored notebook output must not change from run to run); loaded once, shared with the checks."""
+    from .core import Env
+
+    return Env(VISIBLE_SEED).model(name)

@@ -1,0 +1,84 @@
+"""``vlmstudy exercises build | grade | list``: the graded exercises on the command line."""
+
+from __future__ import annotations
+
+import json
+
+from .grader import DEFAULT_TIMEOUT, DEFAULT_TOTAL_TIMEOUT
+
+
+def add_commands(subparsers) -> None:
+    p = subparsers.add_parser("exercises", help="build the exercise notebooks, grade a submission",
+                              description="The graded exercises: exercises/ (learner) and solutions/ (instructor) "
+                                          "are built from tools/exercises/; a submission is graded in a fresh kernel.")
+    sub = p.add_subparsers(dest="exercises_command", metavar="ACTION")
+    p.set_defaults(func=lambda args: p.print_help())
+
+    b = sub.add_parser("build", help="write exercises/NN_*.ipynb and solutions/NN_*.ipynb from tools/exercises/",
+                       description="Write the learner's notebooks (stubs, no hidden tests) and the instructor's "
+                                   "(full code, executed: outputs stored) from the masters in tools/exercises/.")
+    b.add_argument("names", nargs="*", metavar="NAME", help="only these exercises (01 or 01_clip_search); default all")
+    b.add_argument("--check", action="store_true",
+                   help="write nothing; exit 1 if a built notebook differs from its master")
+    b.add_argument("--no-execute", action="store_true", help="write the solutions without running them (no outputs)")
+    b.set_defaults(func=_build)
+
+    g = sub.add_parser("grade", help="grade a submitted notebook: run it in a fresh kernel, then every check",
+                       description="Run SUBMISSION.ipynb in a fresh kernel with a time limit, then every check of "
+                                   "its exercise (hidden ones included) on new data, and print a score table. A "
+                                   "crash, a dead kernel or a timeout scores 0 for that part.")
+    g.add_argument("submission", metavar="SUBMISSION.ipynb")
+    g.add_argument("--exercise", help="which exercise (default: the notebook's metadata, else its file name)")
+    g.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT,
+                   help=f"seconds per cell (default {DEFAULT_TIMEOUT}); a check may take a third of it")
+    g.add_argument("--total-timeout", type=float, default=DEFAULT_TOTAL_TIMEOUT,
+                   help=f"seconds for the whole grade (default {DEFAULT_TOTAL_TIMEOUT})")
+    g.add_argument("--seed", type=int, help="data of the hidden checks (default: a new seed, printed)")
+    g.add_argument("--json", action="store_true", help="print the grade as JSON instead of a table")
+    g.add_argument("-v", "--verbose", action="store_true", help="say what the grader does while it runs")
+    g.set_defaults(func=_grade)
+
+    ls = sub.add_parser("list", help="list the exercises, their parts and points")
+    ls.set_defaults(func=_list)
+
+
+def _build(args) -> int:
+    from .build import build_all, stale
+    from ..settings import REPO_DIR
+
+    if args.check:
+        found = stale()
+        if found:
+            print("out of date (run vlmstudy exercises build): "
+                  + ", ".join(str(p.relative_to(REPO_DIR)) for p in found))
+            return 1
+        print("exercises/ and solutions/ match tools/exercises/")
+        return 0
+    build_all(args.names or None, execute=not args.no_execute)
+    return 0
+
+
+def _grade(args) -> int:
+    import sys
+
+    from .grader import GradingError, grade
+
+    if args.timeout <= 0 or args.total_timeout <= 0:
+        raise GradingError("--timeout and --total-timeout must be positive numbers of seconds.")
+    log = (lambda line: print(f"grade: {line}", file=sys.stderr)) if args.verbose else None
+    result = grade(args.submission, exercise=args.exercise, timeout=args.timeout,
+                   total_timeout=args.total_timeout, seed=args.seed, log=log)
+    print(json.dumps(result.to_dict(), indent=1, ensure_ascii=False) if args.json else result.table())
+    return 0
+
+
+def _list(args) -> int:
+    from .registry import EXERCISES
+
+    for ex in EXERCISES.values():
+        print(f"{ex.name}  {ex.title}  ({ex.max_points} points)")
+        for part in ex.parts:
+            hidden = sum(c.points for c in part.checks if not c.visible)
+            print(f"    {part.name}: {part.target}, {len(part.checks)} checks, {part.max_points} points "
+                  f"({hidden} hidden)")
+    return 0

@@ -1,0 +1,78 @@
+"""The graded exercises: which parts each has, which learner object each part checks, and its
+checks (with their points). The grader scores from this table, never from numbers a notebook
+reports, so a submission cannot award itself points it has no check for."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from . import chat, loss, rollout, search, zero_shot
+from .core import Check
+
+__all__ = ["Part", "Exercise", "EXERCISES", "get_exercise", "get_part"]
+
+
+@dataclass(frozen=True)
+class Part:
+    """One graded part: ``target`` is the name the learner defines (a class or a function)."""
+
+    name: str
+    title: str
+    target: str
+    checks: tuple[Check, ...]
+
+    @property
+    def max_points(self) -> int:
+        return sum(c.points for c in self.checks)
+
+    def check(self, name: str) -> Check | None:
+        return next((c for c in self.checks if c.name == name), None)
+
+
+@dataclass(frozen=True)
+class Exercise:
+    """One exercise notebook: ``name`` is its file stem (``01_clip_search``)."""
+
+    name: str
+    title: str
+    parts: tuple[Part, ...]
+
+    @property
+    def max_points(self) -> int:
+        return sum(p.max_points for p in self.parts)
+
+    def part(self, name: str) -> Part:
+        for p in self.parts:
+            if p.name == name:
+                return p
+        raise KeyError(f"exercise {self.name} has no part {name!r}; parts: {', '.join(p.name for p in self.parts)}")
+
+
+EXERCISES: dict[str, Exercise] = {ex.name: ex for ex in [
+    Exercise("01_clip_search", "Image search with CLIP", (
+        Part("search", "CLIPImageSearch: index_images and search", search.TARGET, tuple(search.CHECKS)),)),
+    Exercise("02_chatbot", "A multimodal chatbot with memory", (
+        Part("chatbot", "MultimodalChatbot: set_image, chat, clear_history", chat.TARGET, tuple(chat.CHECKS)),)),
+    Exercise("03_zero_shot_ensemble", "Zero-shot classification with a prompt ensemble", (
+        Part("class_embeddings", "class_embeddings: the prompt ensemble", zero_shot.CLASS_TARGET,
+             tuple(zero_shot.CLASS_CHECKS)),
+        Part("zero_shot_probs", "zero_shot_probs: probabilities over the labels", zero_shot.PROBS_TARGET,
+             tuple(zero_shot.PROBS_CHECKS)))),
+    Exercise("04_contrastive_loss", "CLIP's contrastive loss", (
+        Part("clip_loss", "clip_loss: symmetric InfoNCE", loss.TARGET, tuple(loss.CHECKS)),)),
+    Exercise("05_attention_rollout", "Attention rollout", (
+        Part("rollout", "attention_rollout: through all layers", rollout.TARGET, tuple(rollout.CHECKS)),)),
+]}
+
+
+def get_exercise(name: str) -> Exercise:
+    """The exercise called ``name`` (its file stem, e.g. ``01_clip_search``); a ``KeyError``
+    names the known ones."""
+    try:
+        return EXERCISES[name]
+    except KeyError:
+        raise KeyError(f"unknown exercise {name!r}; known: {', '.join(EXERCISES)}") from None
+
+
+def get_part(exercise: str, part: str) -> Part:
+    return get_exercise(exercise).part(part)
