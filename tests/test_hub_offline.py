@@ -42,7 +42,7 @@ def test_set_mode_hub_routes_load_to_the_hub():
     _assert_helpful(str(info.value))
 
 
-CHILD = f"""
+CHILD = """
 import json, time, vlmstudy
 start = time.monotonic()
 try:

@@ -81,7 +81,7 @@ def detect_format(records: Sequence[Any]) -> str:
     first = next((r for r in records if isinstance(r, dict)), None)
     if first is None:
         raise DataFormatError("Cannot tell the data format: the file holds no JSON objects. Each record must be "
-                              f"an object such as {{'image': 'images/0001.png', 'caption': '...'}}.")
+                              "an object such as {'image': 'images/0001.png', 'caption': '...'}.")
     for fmt, key in (("instruction", "conversations"), ("vqa", "question"), ("caption", "caption")):
         if key in first:
             return fmt

@@ -107,7 +107,7 @@ for c, s in list(zip(blip2_captions, test))[:4]:
 
 # %% [markdown]
 # What does the format buy? The same questions, once in the trained format and once bare
-(`generation.generate_text` sends a prompt string exactly as given):
+# (`generation.generate_text` sends a prompt string exactly as given):
 
 # %%
 qas = [qa for s in test for qa in shapes.questions(s)[:3]]

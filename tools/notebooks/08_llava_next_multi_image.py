@@ -17,7 +17,6 @@
 # %%
 import time
 
-import torch
 from PIL import Image
 from transformers import LlavaNextProcessor
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 import vlmstudy
-from vlmstudy import data, finetune, plotting, shapes
+from vlmstudy import data, finetune, plotting
 from vlmstudy.finetune import concept
 from vlmstudy.generation import chat_prompt
 

@@ -324,7 +324,7 @@ class Trainer:
     def train(self) -> FinetuneResult:
         from tqdm.auto import tqdm
 
-        cfg, t = self.config, self.config.training
+        t = self.config.training
         device, dtype = _model_device_dtype(self.model)
         delay = float(os.environ.get(STEP_DELAY_ENV, "0") or 0)
         self._call("on_train_begin")
