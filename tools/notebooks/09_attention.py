@@ -261,11 +261,15 @@ else:
 # * **A map must depend on the text to point at a named object.** Rollout and CLS attention
 #   draw one map per picture: at best they find *an* object in every scene (one hit per scene),
 #   never the one you named. The fixed centre map shows what not looking at all scores.
-# * **Gradients select, attention routes.** Relevancy and input x gradient keep only what moves
-#   the score of *this* text or answer, which is why they point at the named object; raw
-#   attention (a CLS row, a caption word's cross-attention, an LLM token's attention) shows
-#   where information can flow, and it often lands on the same object whatever is asked: count
-#   the LLaVA attention row's hits against the number of scenes.
+# * **How good a map is depends on the model, not only on the method.** CLIP relevancy (gradients
+#   through CLIP's attention) points at the named object, while CLIP's own attention cannot (it
+#   never sees the text). In the generative stand-ins, raw attention points well too: the
+#   cross-attention of BLIP's caption words and the attention of the colour word LLaVA writes land
+#   on the object they describe (about 0.99 and 0.81 in the reference run), with input x gradient
+#   close behind. Earlier, shorter-trained versions of the same stand-ins showed the opposite: their
+#   attention landed on the same object whatever was asked (0.38 and 0.40) while input x gradient
+#   still pointed (0.87). A model that has learned the task routes information from the right
+#   place; one that has not can still be explained by gradients.
 # * **Attention is not explanation.** Residual streams carry information around every attention
 #   map, so check a map with a number like this one before trusting a picture.
 #
