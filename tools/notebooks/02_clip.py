@@ -129,15 +129,20 @@ print(inspect.getsource(contrastive.clip_loss))
 
 # %% [markdown]
 # The library computes the same thing when asked with `return_loss=True`. We feed both the
-# same batch of 16 test pairs:
+# same batch of 16 test pairs, once as they belong together and once with every caption moved to
+# the next image (all 16 pairs wrong): a trained model's loss is near 0 on the first and large on
+# the second, and the two implementations must agree on both.
 
 # %%
 batch = shapes.make_scenes("test", 16, seed=1)
-inputs = contrastive.pair_inputs(clip, processor, [s.render() for s in batch], [s.caption for s in batch])
-with torch.no_grad():
-    out = clip(**inputs, return_loss=True)
-    ours = contrastive.clip_loss(out.image_embeds, out.text_embeds, clip.logit_scale)
-print(f"CLIPModel loss: {float(out.loss):.6f}   ours: {float(ours):.6f}")
+batch_images, batch_captions = [s.render() for s in batch], [s.caption for s in batch]
+losses = {}
+for name, texts in (("matching pairs", batch_captions), ("captions moved by one", batch_captions[1:] + batch_captions[:1])):
+    inputs = contrastive.pair_inputs(clip, processor, batch_images, texts)
+    with torch.no_grad():
+        out = clip(**inputs, return_loss=True)
+        losses[name] = (out.loss, contrastive.clip_loss(out.image_embeds, out.text_embeds, clip.logit_scale))
+    print(f"{name:22} CLIPModel loss: {float(losses[name][0]):9.6f}   ours: {float(losses[name][1]):9.6f}")
 print(f"chance level (uniform over the batch): log(16) = {torch.log(torch.tensor(16.0)):.3f}")
 
 # %% [markdown]
@@ -194,7 +199,8 @@ fig = vlmstudy.show_images([binding.images[i] for i in picks],
 # ## Check yourself
 
 # %%
-assert torch.allclose(ours, out.loss, atol=1e-5), "clip_loss must equal CLIPModel's own loss"
+assert all(torch.allclose(ours, theirs, atol=1e-5) for theirs, ours in losses.values()), "clip_loss must equal CLIPModel's own loss"
+assert losses["captions moved by one"][0] > losses["matching pairs"][0] + 1, "wrong pairs must cost far more than right ones"
 assert torch.allclose(probs.sum(dim=-1), torch.ones(1), atol=1e-5), "CLIP's softmax rows sum to 1"
 assert torch.allclose(image_emb.norm(dim=-1), torch.ones(len(images)), atol=1e-5)
 assert similarity.shape == (len(images), len(captions))

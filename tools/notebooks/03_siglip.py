@@ -69,13 +69,13 @@ for name, accs in results.items():
 
 # %% [markdown]
 # Read the table with care. With 200 images a gap of a few points is noise. A larger gap is
-# real for *these* stand-ins, but it comes from one training run each, and not with the same
-# budget: tiny SigLIP trained for 4000 steps on a GPU, tiny CLIP for 1200 on a laptop CPU (their
-# model cards in `assets/models/` record both). It says which tiny model learned more here, not
-# which loss is better in general. The SigLIP paper compared the two losses over many batch
-# sizes and found the sigmoid loss better at small batches, the two equal around 32 k pairs
-# per batch. Both models score lower on held-out pairs: putting together a colour and a shape
-# never seen together is harder than recognising a pair seen in training.
+# real for *these* stand-ins, but it comes from one training run each (same data, same batch
+# size, 4000 steps each; their model cards in `assets/models/` record the runs): it says which
+# tiny model learned more here, not which loss is better in general. The SigLIP paper compared
+# the two losses over many batch sizes and found the sigmoid loss better at small batches, the
+# two equal around 32 k pairs per batch. The held-out column is the harder test: a colour and a
+# shape never seen together in training. A model that scores lower there has partly memorised
+# colour-shape pairs instead of learning colour and shape separately.
 #
 # What differs *in kind* is what the probabilities mean.
 #

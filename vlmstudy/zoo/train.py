@@ -26,12 +26,13 @@ from .train_generative import GenerativeConfig, distill_blip_tower, train_blip, 
 ORDER = ("clip", "siglip", "llava", "llava-next", "blip-caption", "blip-vqa", "blip2", "instructblip")
 
 #: Training budgets: the runs that made the shipped weights (each model card records its exact
-#: command, device and seconds). tiny CLIP was trained on 2 CPU threads (1200 steps, 26 min); the
-#: others on one H100 GPU in 1-4 min each, with 2.5-6x the steps the CPU could afford in the
-#: same time. On 2 CPU cores these budgets take about 40 min (SigLIP) to 55 min (BLIP captioning)
-#: per model; ``--steps`` / ``--distill-steps`` trade quality for time (the first, CPU-trained
-#: zoo used llava 1500, llava-next 500, blip-* 600, blip2 / instructblip 1000, siglip 1200, distill 200).
-CONTRASTIVE = {"clip": ContrastiveConfig(family="clip"), "siglip": ContrastiveConfig(family="siglip", train_steps=4000)}
+#: command, device and seconds). tiny CLIP was trained on 2 CPU threads (4000 steps, 26 min on an
+#: idle machine; SigLIP's budget costs about the same there); the others on one H100 GPU in 1-4
+#: min each. The generative budgets were not timed on a CPU; the first zoo's CPU runs suggest
+#: 40-55 min per model on 2 cores. ``--steps`` / ``--distill-steps`` trade quality for time (the first, CPU-trained zoo used llava
+#: 1500, llava-next 500, blip-* 600, blip2 / instructblip 1000, clip / siglip 1200, distill 200).
+CONTRASTIVE = {"clip": ContrastiveConfig(family="clip", train_steps=4000),
+               "siglip": ContrastiveConfig(family="siglip", train_steps=4000)}
 GENERATIVE = {
     "llava": GenerativeConfig(steps=3000, batch=32, lr=1e-3),
     "llava-next": GenerativeConfig(steps=1200, batch=16, lr=5e-4),
