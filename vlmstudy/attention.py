@@ -454,13 +454,12 @@ def llava_token_attention(model, processor, image, question: str, max_new_tokens
     tokens are the positions whose id is ``config.image_token_id``. The attention is recomputed
     in one teacher-forced pass over prompt + answer (identical to the generation steps' attention).
     """
-    from .generation import chat_prompt
+    from .generation import chat_prompt, to_model
 
     use_eager_attention(model)
     prompt = chat_prompt(processor, [(question, None)])
-    device, dtype = _device_dtype(model)
-    enc = processor(images=_images(image)[:1], text=[prompt], return_tensors="pt")
-    enc = {k: (v.to(device, dtype) if v.is_floating_point() else v.to(device)) for k, v in enc.items()}
+    enc = to_model(model, processor(images=_images(image)[:1], text=[prompt], return_tensors="pt"))
+    device = enc["input_ids"].device
     n_prompt = enc["input_ids"].shape[1]
     out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False)
     new = out[0, n_prompt:]
@@ -664,9 +663,8 @@ def llava_question(obj) -> str:
 
 def _llava_batch(model, processor, images, questions) -> dict:
     """Chat prompts for one question per image, left-padded so every prompt ends at the last position."""
-    from .generation import chat_prompt
+    from .generation import chat_prompt, to_model
 
-    device, dtype = _device_dtype(model)
     prompts = [chat_prompt(processor, [(q, None)]) for q in questions]
     tok = processor.tokenizer
     old = tok.padding_side
@@ -675,7 +673,7 @@ def _llava_batch(model, processor, images, questions) -> dict:
         enc = processor(images=_images(images), text=prompts, padding=True, return_tensors="pt")
     finally:
         tok.padding_side = old
-    return {k: (v.to(device, dtype) if v.is_floating_point() else v.to(device)) for k, v in enc.items()}
+    return to_model(model, enc)
 
 
 def _record(record: dict | None, logits: torch.Tensor, truth: list[int]) -> None:

@@ -243,6 +243,17 @@ def _device_dtype(model):
     return p.device, (p.dtype if p.dtype.is_floating_point else torch.float32)
 
 
+def to_model(model, batch) -> dict:
+    """A processor's output (a dict or ``BatchEncoding`` of tensors) ready for ``model``: every
+    tensor on the model's device, floating ones (``pixel_values``) in its dtype, token ids and
+    masks keeping theirs. Other values pass through. Use it whenever a processor's output goes
+    into a model yourself: the processor always returns CPU tensors, the model may be on a GPU
+    in fp16."""
+    device, dtype = _device_dtype(model)
+    return {k: (v.to(device, dtype) if v.is_floating_point() else v.to(device)) if isinstance(v, torch.Tensor) else v
+            for k, v in dict(batch).items()}
+
+
 def _check_inputs(fam: str, processor, images: Sequence, prompts: Sequence, images_per_prompt: int) -> None:
     if fam not in GENERATIVE_FAMILIES:
         raise ConfigError(f"{fam} is not a generative model: it embeds images and texts but writes no text. "
@@ -281,7 +292,7 @@ def generate_text(model, processor, images: Sequence, prompts: Sequence[str | No
     settings = generation_settings(**generation)
     _check_inputs(fam, processor, images, prompts, images_per_prompt)
     images = [load_image(im) for im in images]
-    device, dtype = _device_dtype(model)
+    device = _device_dtype(model)[0]
     tok = processor.tokenizer
     if fam in ("blip-caption",) and all(p is None for p in prompts):
         enc = processor(images=images, return_tensors="pt")
@@ -293,7 +304,7 @@ def generate_text(model, processor, images: Sequence, prompts: Sequence[str | No
             enc = processor(images=images, text=texts, padding=True, return_tensors="pt")
         finally:
             tok.padding_side = old_side
-    enc = {k: (v.to(device, dtype) if v.is_floating_point() else v.to(device)) for k, v in enc.items()}
+    enc = to_model(model, enc)
     with _seeded(settings.seed if settings.do_sample else None, device):
         out = model.generate(**enc, **settings.generate_kwargs())
     if fam == "blip-caption":
