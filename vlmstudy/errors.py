@@ -40,3 +40,7 @@ class DataFormatError(VlmStudyError, ValueError):
 
 class ConfigError(VlmStudyError, ValueError):
     """A configuration value that is missing or not allowed."""
+
+
+class CheckpointError(VlmStudyError):
+    """A fine-tuning checkpoint that is damaged, incomplete or not in the course's format."""

@@ -15,7 +15,7 @@ import transformers
 from transformers import AutoConfig, AutoProcessor
 
 from .. import settings
-from ..errors import ModelUnavailableError
+from ..errors import ModelUnavailableError, UnknownModelError
 from .registry import ModelCard, get_card
 
 
@@ -69,8 +69,18 @@ def resolve_source(name: str, mode: str | None = None) -> tuple[str, ModelCard |
 
     A directory on disk (for example a fine-tuned or merged model) is used as it is, with no card.
     """
-    if os.path.isdir(os.path.expanduser(str(name))) and (Path(name).expanduser() / "config.json").exists():
-        return str(Path(name).expanduser()), None
+    folder = Path(str(name)).expanduser()
+    if folder.is_dir():
+        config_file = folder / "config.json"
+        if config_file.is_file():
+            _check_config_json(config_file)
+            return str(folder), None
+        if not _is_card_name(name):
+            raise ModelUnavailableError(
+                f"The folder {str(folder)!r} holds no config.json, so it is not a saved model. Point at the "
+                f"folder that `save_pretrained` wrote (it has config.json and *.safetensors), or use a model "
+                f"name from `vlmstudy.zoo_table()`."
+            )
     card = get_card(name)
     mode = settings.check_mode(mode) if mode else settings.get_mode()
     if mode == "hub":
@@ -82,6 +92,32 @@ def resolve_source(name: str, mode: str | None = None) -> tuple[str, ModelCard |
             f"`vlmstudy zoo train {card.name}`."
         )
     return str(card.stand_in_dir), card
+
+
+def _is_card_name(name: str) -> bool:
+    try:
+        get_card(name)
+    except UnknownModelError:
+        return False
+    return True
+
+
+def _check_config_json(config_file: Path) -> None:
+    """Refuse a cut or garbled config.json with one line naming it (transformers raises JSONDecodeError)."""
+    import json
+
+    try:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as err:
+        raise ModelUnavailableError(
+            f"{str(config_file)!r} is not valid JSON ({str(err).splitlines()[0][:120]}): the file is cut or "
+            f"damaged. Save the model again with `save_pretrained` or restore the folder from its source."
+        ) from None
+    if not isinstance(config, dict):
+        raise ModelUnavailableError(
+            f"{str(config_file)!r} holds a JSON {type(config).__name__}, not an object: it is not a model "
+            f"config. Save the model again with `save_pretrained`."
+        )
 
 
 def _model_class(source: str, card: ModelCard | None, config_kwargs: dict):
