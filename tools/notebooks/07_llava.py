@@ -21,9 +21,8 @@ import torch
 from transformers import pipeline
 
 import vlmstudy
-from vlmstudy import diagrams, plotting, shapes, tasks
-from vlmstudy.generation import chat_prompt
-from vlmstudy.zoo.loading import resolve_source
+from vlmstudy import diagrams, evaluation, plotting, shapes, tasks
+from vlmstudy.generation import chat_prompt, to_model
 from vlmstudy.zoo.table import real_config
 
 vlmstudy.seed_everything(0)
@@ -94,16 +93,18 @@ fig = plotting.token_strip(processor.tokenizer.convert_ids_to_tokens(inputs["inp
 # The vision tower (a CLIP ViT) encodes the picture; LLaVA takes the hidden states of its
 # second-to-last layer (`vision_feature_layer=-2`), drops the CLS vector, and the two-layer MLP
 # projector maps every patch vector to the LLM's embedding width. Those vectors replace the
-# embeddings of the image tokens, position by position.
+# embeddings of the image tokens, position by position. (`to_model` puts the processor's CPU
+# tensors on the model's device, in its dtype: on a GPU in fp16 they must follow the model.)
 
 # %%
+batch = to_model(model, inputs)
 with torch.no_grad():
-    vision = model.model.vision_tower(inputs["pixel_values"], output_hidden_states=True)
+    vision = model.model.vision_tower(batch["pixel_values"], output_hidden_states=True)
     chosen = vision.hidden_states[model.config.vision_feature_layer]
     patches = chosen[:, 1:]                                  # drop CLS ("default" strategy)
     projected = model.model.multi_modal_projector(patches)
-    own = model.get_image_features(pixel_values=inputs["pixel_values"]).pooler_output  # the model's own path
-    text_embeddings = model.get_input_embeddings()(inputs["input_ids"])
+    own = model.get_image_features(pixel_values=batch["pixel_values"]).pooler_output  # the model's own path
+    text_embeddings = model.get_input_embeddings()(batch["input_ids"])
 print(f"pixel_values            {tuple(inputs['pixel_values'].shape)}")
 print(f"vision layer {model.config.vision_feature_layer}         {tuple(chosen.shape)}   (CLS + {n_patches} patches)")
 print(f"patches                 {tuple(patches.shape)}")
@@ -168,16 +169,20 @@ print(f"with history: {follow_up!r}   without: {without_history!r}   truth: {tar
 # model has a fixed context (`max_position_embeddings`: 4096 tokens for Vicuna in LLaVA-1.5,
 # 512 in the stand-in), which must also hold the answer (`max_new_tokens`). `ChatSession`
 # counts the tokens (image tokens included) before every turn and, when they would not fit,
-# **drops the oldest turns** with a warning. Here with a deliberately tiny context of 110
-# tokens:
+# **drops the oldest turns** with a warning. Here with a deliberately small context, computed
+# from this model's own token counts: the image tokens, two short finished turns and the next
+# question, plus the 8 tokens kept free for the answer. The fourth question cannot fit with
+# all the history, whatever the model answers.
 
 # %%
-small = tasks.ChatSession(llava, max_context=110, max_new_tokens=8).set_image(chat_scene.render())
-print("context:", small.context_length, "tokens")
+questions = ["how many shapes are there?", f"what shape is {where}?", "and what colour is it?", "is there a red circle?"]
+probe = tasks.ChatSession(llava, max_new_tokens=8).set_image(chat_scene.render())
+two_turns = probe.count_tokens(probe.render(questions[2], [(questions[0], "three"), (questions[1], "circle")]))
+small = tasks.ChatSession(llava, max_context=two_turns + 8, max_new_tokens=8).set_image(chat_scene.render())
+print(f"context: {small.context_length} tokens ({n_image_tokens} of them the image)")
 with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")
-    for question in ["how many shapes are there?", f"what shape is {where}?", "and what colour is it?",
-                     "is there a red circle?"]:
+    for question in questions:
         answer = small.ask(question)
         print(f"{question:32} -> {answer!r:10} prompt: {small.count_tokens(small.last_prompt)} tokens, "
               f"turns kept: {len(small.history)}, dropped so far: {small.dropped_turns}")
@@ -187,11 +192,11 @@ for w in caught:
 # %% [markdown]
 # Dropped turns are gone for the model: a follow-up that needs one of them will be answered
 # without it. If even one question and the images do not fit, you get an error that says what
-# to change:
+# to change. A context no longer than the image tokens leaves no room for the question:
 
 # %%
 try:
-    tasks.ChatSession(llava, max_context=60).set_image(chat_scene.render()).ask("how many shapes are there?")
+    tasks.ChatSession(llava, max_context=n_image_tokens).set_image(chat_scene.render()).ask("how many shapes are there?")
 except tasks.ContextLengthError as err:
     print(type(err).__name__, ":", err)
 
@@ -202,24 +207,52 @@ except tasks.ContextLengthError as err:
 # vision-language model through `pipeline` (the `image-to-text` and `visual-question-answering`
 # pipelines are gone, see [notebook 05](05_blip.ipynb)). It takes the same messages, with the
 # image inside, applies the chat template and returns the conversation with the reply added.
-# It works with the stand-in's directory as well as with a Hub id:
+# `pipeline` also takes a Hub id or a folder and loads the model itself; we hand it the model
+# and processor already in memory, because a second copy of a 7B model would double the memory.
+# With the same decoding settings as the chat's first turn (greedy, the same `max_new_tokens`)
+# it must give the same reply:
 
 # %%
-source, _ = resolve_source("llava")
-pipe = pipeline("image-text-to-text", model=source)
+pipe = pipeline("image-text-to-text", model=model, processor=processor)
 pipe_messages = [{"role": "user", "content": [{"type": "image", "image": chat_scene.render()},
                                               {"type": "text", "text": f"what shape is {where}?"}]}]
-result = pipe(text=pipe_messages, max_new_tokens=16)
+result = pipe(text=pipe_messages, generate_kwargs=chat.settings.generate_kwargs())
 pipe_reply = result[0]["generated_text"][-1]["content"]
-print(type(pipe.model).__name__, "| reply:", repr(pipe_reply), "| tasks.answer:",
-      repr(tasks.answer(chat_scene.render(), f"what shape is {where}?", model=llava)))
+print(type(pipe.model).__name__, "|", chat.settings.describe(), "| pipeline:", repr(pipe_reply),
+      "| ChatSession's first turn:", repr(first))
+
+# %% [markdown]
+# ## On a real photo
+#
+# A conversation about one real photograph (`vlmstudy.real_photo("astronaut")`: public domain,
+# NASA): the photo's questions asked one after the other in the same `ChatSession`, each with
+# the answer a person wrote. First, how many image tokens the photo becomes: LLaVA-1.5 resizes
+# every picture to its encoder's size, so a 384-pixel photo costs exactly what a 64-pixel scene
+# did (`tasks.image_token_count`).
+#
+# In `tiny` mode the stand-in has only seen ShapesWorld and its vocabulary is ShapesWorld's
+# ("suit", "flag" and "smiling" are unknown tokens), so expect short ShapesWorld answers that
+# are not about this photo: a chat model outside its training world still replies, as fluently
+# as ever. With `VLMSTUDY_MODE=hub` the real LLaVA-1.5 answers, in sentences.
+
+# %%
+photo = vlmstudy.real_photo("astronaut")
+print(photo, "->", tasks.image_token_count(processor, photo.image), "image tokens; a ShapesWorld scene:",
+      tasks.image_token_count(processor, chat_scene.render()))
+photo_chat = tasks.ChatSession(llava, max_new_tokens=24).set_image(photo.image)
+for photo_question, written in photo.questions:
+    reply = photo_chat.ask(photo_question)
+    print(f"Q: {photo_question}\n   LLaVA: {reply!r}   (a person: {written!r})")
+assert len(photo_chat.history) == len(photo.questions) and all(isinstance(a, str) for _, a in photo_chat.history)
+fig = vlmstudy.show_images([photo.image], [photo.caption], scale=2.6)
 
 # %% [markdown]
 # ## Check yourself
 #
-# The first block checks the mechanics and always passes. The second checks what the trained
-# stand-in can do: it fails on untrained placeholder weights (`vlmstudy zoo train llava`
-# builds it).
+# The first block checks the mechanics: they hold for any weights, in every mode. The second
+# checks what the model can do: the stand-in must reach the floor its model card sets (it fails
+# on untrained placeholder weights; `vlmstudy zoo train llava` builds it), a real checkpoint is
+# printed beside its published figure.
 
 # %%
 assert prompt == chat_prompt(processor, [("what shape is on the left?", None)])
@@ -228,23 +261,27 @@ assert n_image_tokens == n_patches == projected.shape[1], "one image token per p
 assert projected.shape == (1, n_patches, model.config.text_config.hidden_size)
 assert len(chat.history) == 1 and chat.history[0][0] == "and what colour is it?"
 assert f"what shape is {where}?" in second_prompt and first in second_prompt, "the follow-up prompt holds turn 1"
-assert second_prompt.count("<image>") == 1
+assert second_prompt.count(str(processor.image_token)) == 1
 assert small.dropped_turns >= 1 and any(issubclass(w.category, tasks.ContextTrimmedWarning) for w in caught)
 assert small.count_tokens(small.last_prompt) + 8 <= small.context_length
+assert pipe.model is model, "the pipeline reuses the loaded model"
+assert pipe_reply.strip() == first.strip(), "the pipeline and ChatSession give the same answer to the same prompt"
 print("mechanics: all checks passed")
 
 # %% [markdown]
-# What the trained stand-in can do, measured on 48 test scenes it never saw. The course's targets
-# are 0.90 for first turns and 0.85 for follow-ups; this stand-in does not reach them yet (its
-# model card in `assets/models/tiny-llava/README.md` has the full measurement), but it is far
-# above guessing (about 0.2 for a shape or colour among 6-8), and the pipeline and `ChatSession`
-# agree because they build the same prompt.
+# What the model can do, measured on 48 test scenes it never saw, the way its model card was
+# measured. The course's targets are 0.90 for first turns and 0.85 for follow-ups; the stand-in
+# does not reach them yet (its model card in `assets/models/tiny-llava/README.md` has the full
+# measurement), but it is far above guessing (about 0.2 for a shape or colour among 6-8).
+# `evaluation.check_quality` holds the stand-in to the floor its card sets (the card's value
+# minus two standard errors of a 48-scene sample); a real checkpoint is printed beside its
+# published figure, not asserted.
 
 # %%
 from vlmstudy.zoo.evaluate import evaluate_generative
 
 measured = evaluate_generative("llava", model, processor, n=48, progress=False)
 print(measured)
-assert pipe_reply.strip() == first, "the pipeline and ChatSession give the same answer to the same prompt"
-assert measured["first_turn_accuracy"] > 0.55 and measured["follow_up_accuracy"] > 0.55, measured
-print("trained model: all checks passed. On to 08, LLaVA-NeXT.")
+for metric in ("first_turn_accuracy", "follow_up_accuracy"):
+    evaluation.check_quality(model, metric, measured[metric], n=48)
+print("quality: checked. On to 08, LLaVA-NeXT.")

@@ -61,6 +61,15 @@ TARGETS.update({
 
 
 def _accuracy(predictions, truths) -> float:
+    """VQA-normalised answer accuracy (:func:`vlmstudy.evaluation.answer_matches`: "2" answers
+    "two", a sentence holding the answer counts), so that a real chat model is scored by the
+    same rule as a stand-in."""
+    from ..evaluation import answer_accuracy
+
+    return answer_accuracy(predictions, truths)
+
+
+def _exact(predictions, truths) -> float:
     return sum(shapes.normalize_text(p) == shapes.normalize_text(t) for p, t in zip(predictions, truths)) / len(truths)
 
 
@@ -74,8 +83,9 @@ def _batched(fn, items, batch_size=32, progress=True, desc="generating"):
 
 
 def evaluate_generative(name: str, model, processor, n: int = 300, seed: int = 0, progress: bool = True) -> dict[str, float]:
-    """Exact-match accuracy (after :func:`vlmstudy.shapes.normalize_text`) on ``n`` test scenes,
-    through ``generate`` with greedy decoding, as a learner would call it."""
+    """Answer accuracy (VQA-normalised, :func:`vlmstudy.evaluation.answer_matches`; captions:
+    exact match after :func:`vlmstudy.shapes.normalize_text`) on ``n`` test scenes, through
+    ``generate`` with greedy decoding, as a learner would call it."""
     import random
 
     from ..generation import chat_prompt, generate_text
@@ -92,7 +102,7 @@ def evaluate_generative(name: str, model, processor, n: int = 300, seed: int = 0
         truth = [shapes.caption(s) for s in scenes]
         # partial credit: how many objects' "colour shape" phrases the captions name
         named = sum(f"{o.color} {o.shape}" in shapes.normalize_text(c) for c, s in zip(plain, scenes) for o in s.objects)
-        return {"caption_exact_match": _accuracy(plain, truth), "prompted_caption_exact_match": _accuracy(prompted, truth),
+        return {"caption_exact_match": _exact(plain, truth), "prompted_caption_exact_match": _exact(prompted, truth),
                 "caption_object_recall": named / sum(len(s.objects) for s in scenes)}
     qas = [sample_prompt(s, rng, describe_share=0.0) for s in scenes]
     if name in ("blip-vqa", "blip2", "instructblip"):
