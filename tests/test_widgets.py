@@ -137,6 +137,82 @@ def test_zero_shot_playground_updates_on_every_change(examples, scene_png):
 def test_zero_shot_playground_waits_with_run_false():
     demo = widgets.zero_shot_playground(run=False)
     assert demo.probabilities == {} and demo.status.kind == "info" and demo.chart.value == b""
+    # no data yet: the image is hidden (an empty <img> draws the browser's broken-image icon)
+    assert demo.chart.layout.display == "none"
+
+
+def _png_size(png: bytes) -> tuple[int, int]:
+    from PIL import Image
+
+    with Image.open(io.BytesIO(png)) as shown:
+        return shown.size
+
+
+def test_zero_shot_chart_has_its_bars_and_its_own_size(examples):
+    from chart_check import check_probability_chart
+
+    demo = widgets.ZeroShotPlayground(examples=examples, run=False)
+    demo.labels.value = "red circle\nblue square\ngreen star\nyellow triangle"
+    demo.button.click()
+    assert demo.status.kind == "ok", demo.last_error
+    check_probability_chart(bytes(demo.chart.value), demo.probabilities, x_max=1.12)
+    width, height = _png_size(demo.chart.value)
+    layout = demo.chart.layout
+    assert (layout.width, layout.height, layout.display) == (f"{width}px", f"{height}px", None)
+
+
+#: Run in a fresh kernel (the inline backend, as JupyterLab and Voila start it): build the
+#: playground, then print its model ids for the comm messages the browser would send.
+_KERNEL_SETUP = """
+from vlmstudy.widgets import ZeroShotPlayground
+demo = ZeroShotPlayground(run=False)
+print(demo.labels.model_id, demo.button.model_id)
+"""
+_KERNEL_RESULT = """
+import base64, json, matplotlib
+print(json.dumps({"backend": matplotlib.get_backend(), "status": demo.status.text, "kind": demo.status.kind,
+                  "probabilities": demo.probabilities, "chart": base64.b64encode(bytes(demo.chart.value)).decode()}))
+"""
+
+
+def test_first_classify_in_a_fresh_kernel_draws_the_chart(subprocess_env):
+    """What a learner does first in a new kernel (issue: a chart without bars, blank, or a lone
+    bar): edit the labels and press Classify. The kernel gets what the browser sends, the new
+    text box value (the box's blur) and then the click, through its comm channel."""
+    import base64
+    import json
+
+    from chart_check import check_probability_chart
+
+    jupyter_client = pytest.importorskip("jupyter_client")
+    env = {k: v for k, v in subprocess_env.items() if k != "MPLBACKEND"}  # the kernel picks inline, as in Jupyter
+    manager = jupyter_client.KernelManager(kernel_name="python3")
+    manager.start_kernel(env=env)
+    client = manager.client()
+    client.start_channels()
+    try:
+        client.wait_for_ready(timeout=60)
+
+        def run(code: str) -> str:
+            reply = client.execute_interactive(code, timeout=120, output_hook=lambda msg: out.append(msg))
+            assert reply["content"]["status"] == "ok", reply["content"]
+            return "".join(m["content"].get("text", "") for m in out if m["msg_type"] == "stream")
+
+        out: list = []
+        labels_id, button_id = run(_KERNEL_SETUP).split()
+        for comm_id, data in ((labels_id, {"method": "update", "state": {"value": "red circle\nblue square\ngreen star"},
+                                           "buffer_paths": []}),
+                              (button_id, {"method": "custom", "content": {"event": "click"}})):
+            client.shell_channel.send(client.session.msg("comm_msg", {"comm_id": comm_id, "data": data}))
+        out = []
+        result = json.loads(run(_KERNEL_RESULT))  # queued behind the two comm messages
+    finally:
+        client.stop_channels()
+        manager.shutdown_kernel(now=True)
+    assert "inline" in result["backend"], result["backend"]
+    assert result["kind"] == "ok" and "best label" in result["status"], result["status"]
+    assert list(result["probabilities"]) == ["red circle", "blue square", "green star"]
+    check_probability_chart(base64.b64decode(result["chart"]), result["probabilities"], x_max=1.12)
 
 
 # ----------------------------------------------------------------------------- search gallery
@@ -251,6 +327,7 @@ def test_chat_demo_history_clear_and_new_picture(examples):
 
 def test_attention_explorer_blip_words_and_llava_tokens(examples):
     demo = widgets.AttentionExplorer(examples=examples, run=False)
+    assert demo.overlay.layout.display == "none"  # no map yet: hidden, no broken-image icon
     demo.show_token(0)
     assert demo.status.kind == "error" and "Explain first" in demo.status.text
     demo.button.click()
@@ -264,6 +341,11 @@ def test_attention_explorer_blip_words_and_llava_tokens(examples):
         assert demo.overlay.value != first
     demo.show_token(n + 5)
     assert demo.status.kind == "error" and "outside" in demo.status.text
+    # shown at its own, fixed pixel size (not stretched to the cell's width)
+    width, height = _png_size(demo.overlay.value)
+    layout = demo.overlay.layout
+    assert (layout.width, layout.height, layout.object_fit, layout.display) == (f"{width}px", f"{height}px", "contain", None)
+    assert 300 <= width <= 450 and 300 <= height <= 450, (width, height)
 
     demo.source.value = "LLaVA answer: a generated token"
     demo.question.value = "what shape is on the left?"

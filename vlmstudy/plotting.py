@@ -6,12 +6,45 @@ checks its inputs: a label list of the wrong length raises ``ValueError`` saying
 
 from __future__ import annotations
 
+import contextvars
 import math
 import textwrap
+from contextlib import contextmanager
 from typing import Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
+
+
+#: True inside :func:`offscreen`: the figures are built without pyplot.
+_OFFSCREEN = contextvars.ContextVar("vlmstudy_plotting_offscreen", default=False)
+
+
+@contextmanager
+def offscreen():
+    """Inside this block the plotting functions build their figures without pyplot: a bare
+    ``Figure`` on its own Agg canvas, never registered with pyplot's figure manager, whatever the
+    backend. Widget callbacks draw this way (then :func:`figure_png`): the notebook's inline
+    backend (its post-execute ``close('all')``, its queue of figures to show, interactive-mode
+    redraws while the figure is being built) and any "current figure" code cannot touch a chart
+    that is half drawn, and nothing is shown a second time below the cell."""
+    token = _OFFSCREEN.set(True)
+    try:
+        yield
+    finally:
+        _OFFSCREEN.reset(token)
+
+
+def _subplots(*args, figsize=None, **kwargs):
+    """``plt.subplots``, or inside :func:`offscreen` the same figure and axes built without pyplot."""
+    if not _OFFSCREEN.get():
+        return plt.subplots(*args, figsize=figsize, **kwargs)
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=figsize)
+    FigureCanvasAgg(fig)
+    return fig, fig.subplots(*args, **kwargs)
 
 
 def set_figsize(width: float = 6.0, height: float = 4.0) -> None:
@@ -28,7 +61,7 @@ def show_images(images: Sequence, titles: Sequence[str] | None = None, rows: int
     if cols is None:
         cols = min(n, 4) if rows is None else math.ceil(n / rows)
     rows = rows or math.ceil(n / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * scale, rows * (scale + 0.35)), squeeze=False)
+    fig, axes = _subplots(rows, cols, figsize=(cols * scale, rows * (scale + 0.35)), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for i, img in enumerate(images):
@@ -97,7 +130,7 @@ def similarity_heatmap(matrix, row_labels: Sequence[str] | None, col_labels: Seq
     rows = ["\n".join(textwrap.wrap(r, 2 * wrap)) or r for r in rows]
     width = 1.5 + 0.6 * m.shape[1] + 0.065 * max(len(line) for r in rows for line in r.split("\n"))
     height = 1.0 + 0.45 * m.shape[0] + 0.05 * min(wrap, max(len(c) for c in cols))
-    fig, ax = plt.subplots(figsize=(min(width, 14.0), min(height, 12.0)))
+    fig, ax = _subplots(figsize=(min(width, 14.0), min(height, 12.0)))
     im = ax.imshow(m, cmap=cmap, vmin=vmin, vmax=vmax, aspect="auto")
     slanted = max(len(c) for c in cols) > 6
     ax.set_xticks(range(m.shape[1]), ["\n".join(textwrap.wrap(c, wrap)) or c for c in cols],
@@ -136,7 +169,7 @@ def probability_bars(probs, labels: Sequence[str], title: str | None = None, top
         raise ValueError(f"top must be a positive integer or None, not {top!r}.")
     order = np.argsort(-p, kind="stable")[: top or len(p)]
     vals, names = p[order], [names[i] for i in order]
-    fig, ax = plt.subplots(figsize=(6, 0.6 + 0.32 * len(vals)))
+    fig, ax = _subplots(figsize=(6, 0.6 + 0.32 * len(vals)))
     colors = [highlight] + [color] * (len(vals) - 1)
     bars = ax.barh(range(len(vals)), vals, color=colors)
     ax.set_yticks(range(len(vals)), names, fontsize=9)
@@ -178,7 +211,7 @@ def search_strip(images: Sequence, scores, titles: Sequence[str] | None = None, 
             label += "\n" + "\n".join(textwrap.wrap(titles[rank - 1], wrap))
         labels.append(label)
     lines = max(label.count("\n") + 1 for label in labels)
-    fig, axes = plt.subplots(1, n, figsize=(n * scale, scale + 0.2 * lines + 0.5 * isinstance(query, str)),
+    fig, axes = _subplots(1, n, figsize=(n * scale, scale + 0.2 * lines + 0.5 * isinstance(query, str)),
                              squeeze=False)
     axes = list(axes.flat)
     if query_is_image:
@@ -222,7 +255,7 @@ def training_curve(history: Sequence[dict], key: str | Sequence[str] = "loss", t
     if missing_step:
         raise ValueError(f"{missing_step} history entries have no 'step'; every entry needs one.")
     available = sorted({k for h in history for k in h} - {"step"})
-    fig, ax = plt.subplots(figsize=(6, 3.5))
+    fig, ax = _subplots(figsize=(6, 3.5))
     for name in keys:
         points = [(h["step"], h[name]) for h in history if name in h and h[name] is not None]
         if not points:
@@ -274,7 +307,7 @@ def overlay_heatmap(image, heatmap, alpha: float = 0.5, cmap: str = "jet", title
     if normalize:
         lo, hi = float(heat.min()), float(heat.max())
         heat = (heat - lo) / (hi - lo) if hi > lo else np.zeros_like(heat)
-    fig, ax = plt.subplots(figsize=(4, 4 * img.shape[0] / img.shape[1]))
+    fig, ax = _subplots(figsize=(4, 4 * img.shape[0] / img.shape[1]))
     ax.imshow(img)
     im = ax.imshow(heat, cmap=cmap, alpha=float(alpha), vmin=0.0 if normalize else None,
                    vmax=1.0 if normalize else None, interpolation="nearest")
@@ -308,7 +341,7 @@ def probability_panels(panels: dict, labels: Sequence[str], top: int | None = 8,
     if top is not None and (not isinstance(top, (int, np.integer)) or isinstance(top, bool) or top < 1):
         raise ValueError(f"top must be a positive integer or None, not {top!r}.")
     order = np.argsort(-np.max(np.stack(list(rows.values())), axis=0), kind="stable")[: top or n]
-    fig, axes = plt.subplots(1, len(rows), figsize=(3.4 * len(rows) + 1.2, 0.8 + 0.3 * len(order)),
+    fig, axes = _subplots(1, len(rows), figsize=(3.4 * len(rows) + 1.2, 0.8 + 0.3 * len(order)),
                              sharey=True, squeeze=False)
     for ax, (name, p) in zip(axes.flat, rows.items()):
         vals = p[order]
@@ -355,7 +388,7 @@ def curves(x, series: dict, xlabel: str = "x", ylabel: str = "value", title: str
     xs = _array(x, "x", ndim=1)
     if not isinstance(series, dict) or not series:
         raise ValueError("series must be a non-empty dict {name: values}.")
-    fig, ax = plt.subplots(figsize=(6, 3.6))
+    fig, ax = _subplots(figsize=(6, 3.6))
     for name, values in series.items():
         ys = _array(values, f"series[{name!r}]", ndim=1)
         if len(ys) != len(xs):
@@ -420,7 +453,7 @@ def precision_bars(rows: Sequence[dict], metrics: Sequence[tuple[str, str]] = (
         raise ValueError(f"rows lack {missing[0]!r}; pass rows from vlmstudy.quantize.compare_precisions().")
     ratio_of = {"footprint_mb": "size_ratio", "latency_ms": "latency_ratio"}
     names = [r["precision"] for r in rows]
-    fig, axes = plt.subplots(1, len(metrics), figsize=(3.6 * len(metrics), 3.4), squeeze=False)
+    fig, axes = _subplots(1, len(metrics), figsize=(3.6 * len(metrics), 3.4), squeeze=False)
     for ax, (key, label) in zip(axes[0], metrics):
         vals = [float(r[key]) for r in rows]
         bars = ax.bar(range(len(rows)), vals, color=[_PRECISION_COLORS.get(n, "tab:purple") for n in names])
@@ -450,7 +483,7 @@ def estimate_bars(rows: Sequence[dict], precisions: Sequence[str] = ("fp16", "in
     if missing:
         raise ValueError(f"rows have no {missing[0]!r} column; call estimate_table(precisions=...) with it.")
     width = 0.8 / len(precisions)
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(rows) + 2), 3.8))
+    fig, ax = _subplots(figsize=(max(6.0, 1.1 * len(rows) + 2), 3.8))
     for i, p in enumerate(precisions):
         xs = [j + (i - (len(precisions) - 1) / 2) * width for j in range(len(rows))]
         ax.bar(xs, [r[p] for r in rows], width, label=p, color=_PRECISION_COLORS.get(p, "tab:purple"))
@@ -477,7 +510,7 @@ def gpu_bars(table: dict, title: str | None = None):
         raise ValueError("gpu_bars needs a table with measured rows (vlmstudy.quantize.gpu_results()).")
     names = [r["precision"] for r in rows]
     colors = [_PRECISION_COLORS.get(n, "tab:purple") for n in names]
-    fig, axes = plt.subplots(1, 2, figsize=(8, 3.4))
+    fig, axes = _subplots(1, 2, figsize=(8, 3.4))
     for ax, key, label, fmt in ((axes[0], "memory_footprint_gb", "get_memory_footprint (GB)", "{:.2f}"),
                                 (axes[1], "tokens_per_s", "generate bs1 (tokens/s)", "{:.1f}")):
         vals = [float(r[key]) for r in rows]
@@ -503,7 +536,7 @@ def accuracy_bars(values: dict, title: str | None = None, ylabel: str = "accurac
     series = values if all(isinstance(v, dict) for v in values.values()) else {"": values}
     groups = list(dict.fromkeys(k for s in series.values() for k in s))
     width = 0.8 / len(series)
-    fig, ax = plt.subplots(figsize=(max(4.5, 0.9 * len(groups) * max(1, len(series) / 1.5) + 1.5), 3.4))
+    fig, ax = _subplots(figsize=(max(4.5, 0.9 * len(groups) * max(1, len(series) / 1.5) + 1.5), 3.4))
     for i, (name, s) in enumerate(series.items()):
         xs = [j + (i - (len(series) - 1) / 2) * width for j in range(len(groups))]
         vals = [float(s.get(g, float("nan"))) for g in groups]
@@ -532,7 +565,7 @@ def token_strip(tokens: Sequence[str], highlight: str = "<image>", title: str | 
     if not tokens:
         raise ValueError("token_strip needs at least one token.")
     rows = math.ceil(len(tokens) / per_row)
-    fig, ax = plt.subplots(figsize=(min(16.0, 0.34 * min(per_row, len(tokens)) + 1.0), 0.75 * rows + 0.7))
+    fig, ax = _subplots(figsize=(min(16.0, 0.34 * min(per_row, len(tokens)) + 1.0), 0.75 * rows + 0.7))
     for i, tok in enumerate(tokens):
         r, c = divmod(i, per_row)
         special = tok == highlight
@@ -565,7 +598,7 @@ def anyres_tiles(image, layout: dict, title: str | None = None):
     canvas = Image.new("RGB", (best_w, best_h), (0, 0, 0))
     canvas.paste(img.resize((rw, rh), Image.BICUBIC), ((best_w - rw) // 2, (best_h - rh) // 2))
     base = img.resize((tile_w, tile_h), Image.BICUBIC)
-    fig, axes = plt.subplots(1, 3, figsize=(10, 3.6), gridspec_kw={"width_ratios": [1, 1, 0.6]})
+    fig, axes = _subplots(1, 3, figsize=(10, 3.6), gridspec_kw={"width_ratios": [1, 1, 0.6]})
     axes[0].imshow(np.asarray(img))
     axes[0].set_title(f"the picture: {img.size[0]} x {img.size[1]}", fontsize=9)
     axes[1].imshow(np.asarray(canvas), extent=(0, best_w, best_h, 0))
@@ -616,7 +649,7 @@ def heatmap_grid(images, maps, titles: Sequence[str] | None = None, cols: int | 
     rows = math.ceil(n / cols)
     wrapped = ["\n".join(textwrap.wrap(t, 20)) for t in titles] if titles is not None else []
     lines = max([t.count("\n") + 1 for t in wrapped if t] or [0])
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * scale, rows * (scale + 0.2 + 0.17 * lines) + 0.3 * bool(title)),
+    fig, axes = _subplots(rows, cols, figsize=(cols * scale, rows * (scale + 0.2 + 0.17 * lines) + 0.3 * bool(title)),
                              squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
@@ -651,7 +684,7 @@ def pointing_bars(rows: Sequence[dict], title: str | None = None):
     names = [r["method"] for r in rows]
     acc = np.array([float(r["accuracy"]) for r in rows])
     colors = ["tab:blue" if r.get("text_conditioned", True) else "tab:gray" for r in rows]
-    fig, ax = plt.subplots(figsize=(7, 0.7 + 0.45 * len(rows)))
+    fig, ax = _subplots(figsize=(7, 0.7 + 0.45 * len(rows)))
     ys = np.arange(len(rows))
     err = None
     if all(r.get("ci95") for r in rows):
@@ -687,7 +720,7 @@ def task_model_chart(rows: Sequence[dict], precision: str = "nf4", title: str | 
     ordered = sorted(rows, key=lambda r: r[key])
     tasks = sorted({t for r in rows for t in r["tasks"]}, key=lambda t: min(r[key] for r in rows if t in r["tasks"]))
     smallest = {t: next(r["name"] for r in ordered if t in r["tasks"]) for t in tasks}
-    fig, ax = plt.subplots(figsize=(1.1 * len(ordered) + 2.5, 0.55 * len(tasks) + 2.2))
+    fig, ax = _subplots(figsize=(1.1 * len(ordered) + 2.5, 0.55 * len(tasks) + 2.2))
     norm = LogNorm(vmin=min(r[key] for r in rows), vmax=max(r[key] for r in rows))
     for x, r in enumerate(ordered):
         for y, task in enumerate(tasks):

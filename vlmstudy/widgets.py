@@ -33,6 +33,7 @@ is written to disk, and the client's file name is only shown (HTML-escaped), nev
 from __future__ import annotations
 
 import html
+import io
 import logging
 import time
 import warnings
@@ -44,7 +45,7 @@ import ipywidgets as W
 from . import shapes
 from .errors import ConfigError, ImageError, VlmStudyError
 from .images import UPLOAD_FORMATS, load_image, load_image_bytes
-from .plotting import figure_png, image_png
+from .plotting import figure_png, image_png, offscreen
 
 __all__ = [
     "zero_shot_playground", "search_gallery", "ask_image", "chat_demo", "attention_explorer", "demo_app",
@@ -61,6 +62,10 @@ ANSWER_MODELS = ("blip-vqa", "blip2", "instructblip", "llava", "llava-next")
 CHAT_MODELS = ("llava", "llava-next")
 #: Pixels of the previews and overlays (the stand-ins' pictures are 64 px: shown larger).
 PREVIEW_PX = 160
+#: Resolution of the charts and attention maps drawn in the demos; each is then shown at exactly
+#: its own pixel size (an attention map about 370 x 390 px, a bar chart 530 px wide).
+CHART_DPI = 90
+MAP_DPI = 100
 
 
 # ----------------------------------------------------------------------------- shared parts
@@ -152,6 +157,28 @@ def _on_enter(text: W.Text, action: Callable[[], None]) -> None:
         if isinstance(content, dict) and content.get("event") == "submit":
             action()
     text.on_msg(handler)
+
+
+def _png_image(css: str) -> W.Image:
+    """An empty image widget for a chart or a map: hidden until :func:`_show_png` gives it a
+    picture (an ``<img>`` with no data draws the browser's broken-image icon)."""
+    image = W.Image(format="png", layout=W.Layout(display="none"))
+    image.add_class(css)
+    return image
+
+
+def _show_png(image: W.Image, png: bytes) -> None:
+    """Show ``png`` at its own pixel size. Without a fixed width and height the image, a child of
+    a flex box, is stretched to the cell's width (a 265 px map drawn 1330 px wide: blurry, and it
+    pushes the rest of the demo off screen)."""
+    from PIL import Image
+
+    with Image.open(io.BytesIO(png)) as decoded:
+        width, height = decoded.size
+    image.value = png
+    layout = image.layout
+    layout.width, layout.height = f"{width}px", f"{height}px"
+    layout.object_fit, layout.flex, layout.display = "contain", "0 0 auto", None
 
 
 def _button(description: str, css: str, style: str = "primary") -> W.Button:
@@ -260,7 +287,7 @@ class ZeroShotPlayground(_Demo):
         self.model = W.Dropdown(options=["clip", "siglip"], value=model, description="model")
         self.template = W.Dropdown(options=list(self.TEMPLATES), description="prompt", layout=W.Layout(width="380px"))
         self.button = _button("Classify", "vlm-zero-shot-button")
-        self.chart = W.Image(format="png")
+        self.chart = _png_image("vlm-zero-shot-chart")
         self.table = W.HTML()
         self.table.add_class("vlm-zero-shot-result")
         self.probabilities: dict[str, float] = {}
@@ -297,8 +324,9 @@ class ZeroShotPlayground(_Demo):
             self.probabilities = dict(zip(labels, probs))
             self._last_inputs = inputs
             kind = "sigmoid per label" if is_siglip(model) else "softmax over the labels"
-            self.chart.value = figure_png(probability_bars(probs, labels, title=f"{self.model.value} ({kind})",
-                                                           top=12))
+            with offscreen():  # never through pyplot: see vlmstudy.plotting.offscreen
+                chart = probability_bars(probs, labels, title=f"{self.model.value} ({kind})", top=12)
+            _show_png(self.chart, figure_png(chart, dpi=CHART_DPI))
             rows = "".join(f"<tr><td>{html.escape(label)}</td><td>{p:.3f}</td></tr>"
                            for label, p in sorted(self.probabilities.items(), key=lambda kv: -kv[1]))
             self.table.value = f"<table><tr><th>label</th><th>probability</th></tr>{rows}</table>"
@@ -567,7 +595,7 @@ class AttentionExplorer(_Demo):
         self.button = _button("Explain", "vlm-attention-button")
         self.token = W.Dropdown(options=[], description="token", layout=W.Layout(width="380px"))
         self.token.add_class("vlm-attention-token")
-        self.overlay = W.Image(format="png")
+        self.overlay = _png_image("vlm-attention-map")
         self.text = W.HTML()
         self.maps = None
         self._image = None
@@ -624,7 +652,9 @@ class AttentionExplorer(_Demo):
         display = self._image.copy()
         display.thumbnail((256, 256))  # a large upload is drawn small: the map has only 8 x 8 cells
         title = f"'{self.maps.tokens[index]}'"
-        self.overlay.value = figure_png(overlay_heatmap(display, self.maps.maps[index], title=title), dpi=72)
+        with offscreen():  # never through pyplot: see vlmstudy.plotting.offscreen
+            figure = overlay_heatmap(display, self.maps.maps[index], title=title)
+        _show_png(self.overlay, figure_png(figure, dpi=MAP_DPI))
 
 
 def attention_explorer(source: str = "BLIP caption: a word", question: str = "describe the image.",

@@ -10,8 +10,11 @@ Voila page, a notebook shown as an app with its code hidden.
 
 The page is ``vlmstudy/apps/demo.ipynb``; every visitor gets a fresh kernel that runs it. Voila
 listens on 127.0.0.1 only and asks for a random token (passed to it in ``JUPYTER_TOKEN``, so it
-never shows in the process list): only the person who started it can open the page. Voila is
-the ``demo`` extra (``pip install -e ".[demo]"``; ``./course.sh`` installs it).
+never shows in the process list): only the person who started it can open the page. The page
+uses the ``vlmstudy`` Voila template (``jupyter/voila/templates/vlmstudy/`` here: Voila's lab
+template without its links to a CDN), so it loads nothing from outside 127.0.0.1 and works
+offline. Ctrl-C or ``kill`` (SIGTERM, SIGHUP) of ``vlmstudy demo`` stops Voila too. Voila is the
+``demo`` extra (``pip install -e ".[demo]"``; ``./course.sh`` installs it).
 """
 
 from __future__ import annotations
@@ -19,9 +22,11 @@ from __future__ import annotations
 import importlib.util
 import os
 import secrets
+import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -30,6 +35,9 @@ from pathlib import Path
 from ..errors import ConfigError, VlmStudyError
 
 DEMO_NOTEBOOK = Path(__file__).resolve().with_name("demo.ipynb")
+#: A Jupyter data folder holding the ``vlmstudy`` Voila template (put first on ``JUPYTER_PATH``).
+JUPYTER_DATA = Path(__file__).resolve().with_name("jupyter")
+TEMPLATE = "vlmstudy"
 DEFAULT_PORT = 8866
 HOST = "127.0.0.1"
 
@@ -52,7 +60,15 @@ def voila_command(notebook: Path | str = DEMO_NOTEBOOK, port: int = DEFAULT_PORT
     token required (taken from ``JUPYTER_TOKEN``)."""
     return [sys.executable, "-m", "voila", str(notebook), "--no-browser", f"--port={int(port)}",
             "--Voila.port_retries=0", f"--Voila.ip={HOST}", "--Voila.auto_token=True",
-            "--theme=light", "--show_tracebacks=True"]
+            f"--template={TEMPLATE}", "--theme=light", "--show_tracebacks=True"]
+
+
+def voila_environment(token: str, base: dict | None = None) -> dict[str, str]:
+    """The environment Voila runs in: the token, and this package's template folder first on
+    ``JUPYTER_PATH`` (where Voila looks for ``--template=vlmstudy``)."""
+    env = dict(os.environ if base is None else base, JUPYTER_TOKEN=token)
+    env["JUPYTER_PATH"] = os.pathsep.join([str(JUPYTER_DATA)] + ([env["JUPYTER_PATH"]] if env.get("JUPYTER_PATH") else []))
+    return env
 
 
 def wait_until_serving(url: str, timeout: float = 60.0, process: subprocess.Popen | None = None) -> bool:
@@ -90,8 +106,13 @@ def launch_demo(port: int | None = None, headless: bool = False, notebook: Path 
     port = free_port() if port is None else int(port)
     token = token or os.environ.get("VLMSTUDY_DEMO_TOKEN") or secrets.token_urlsafe(24)
     url = f"http://{HOST}:{port}/?token={token}"
-    env = dict(os.environ, JUPYTER_TOKEN=token)
-    process = subprocess.Popen(voila_command(notebook, port), env=env)
+    process = subprocess.Popen(voila_command(notebook, port), env=voila_environment(token))
+
+    def stop(signum, frame):  # kill / a closed terminal: Voila (and its kernels) must not outlive us
+        raise SystemExit(128 + signum)
+
+    main_thread = threading.current_thread() is threading.main_thread()  # signal handlers: main thread only
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGHUP)} if main_thread else {}
     try:
         if wait_until_serving(f"http://{HOST}:{port}/", timeout=120, process=process):
             print(f"\nvlmstudy demo: open {url}\n(each visit runs the demo notebook in a fresh kernel; "
@@ -101,13 +122,16 @@ def launch_demo(port: int | None = None, headless: bool = False, notebook: Path 
 
                 webbrowser.open(url)
         return process.wait()
-    except KeyboardInterrupt:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        raise
+    finally:  # normal exit, Ctrl-C (KeyboardInterrupt) or SIGTERM / SIGHUP (SystemExit from stop)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if process.poll() is None:
+            process.terminate()  # Voila shuts its kernels down on SIGTERM
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
 
 
 def _demo(args) -> int:
