@@ -3,7 +3,7 @@
 #
 #   ./course.sh                 set up .venv (first run only), then open the course in JupyterLab
 #   ./course.sh --headless      same, without a browser, listening on 127.0.0.1 only
-#                               (open the printed http://127.0.0.1:8888/lab?token=... yourself)
+#                               (open the printed http://127.0.0.1:8888/lab/tree/notebooks/00_setup.ipynb?token=...)
 #   ./course.sh --port 8899     choose the port (default: JupyterLab's, 8888 or the next free one)
 #   ./course.sh --setup-only    only install
 #   ./course.sh --no-setup      use the environment as it is (skip the install check)
@@ -119,8 +119,10 @@ case "$mode" in
         exec "$VENV/bin/python" -m pytest -q -rs tests/test_browser.py "$@"
         ;;
     lab)
-        # the whole repository is the root (notebooks/, exercises/, ...); 00_setup opens first
-        args=(lab --ServerApp.root_dir=. notebooks/00_setup.ipynb)
+        # the whole repository is the root (notebooks/, exercises/, ...). 00_setup opens first:
+        # it is the server's default URL, so the URL printed for --headless opens it too (a file
+        # argument would only reach the browser jupyter starts; the printed /lab URL opened the Launcher)
+        args=(lab --ServerApp.root_dir=. --LabApp.default_url=/lab/tree/notebooks/00_setup.ipynb)
         if [ "$headless" = 1 ]; then
             args+=(--no-browser --ip 127.0.0.1)
         fi

@@ -66,6 +66,11 @@ def test_course_script_headless_serves_jupyterlab(repo, tmp_path):
         assert status == 200
         assert "00_setup.ipynb" in {item["name"] for item in json.loads(listing)["content"]}
         assert _get(f"{base}/api/status")[0] == 403  # and nothing without the token
+        # the URL it prints (what a --headless user opens) and its default page open 00_setup, not the Launcher
+        printed = (tmp_path / "jupyter.log").read_text()
+        assert f"http://127.0.0.1:{port}/lab/tree/notebooks/00_setup.ipynb?token=" in printed, printed
+        with urllib.request.urlopen(f"{base}/?token={token}", timeout=10) as response:
+            assert response.geturl().startswith(f"{base}/lab/tree/notebooks/00_setup.ipynb")
     finally:
         if proc.poll() is None:
             proc.terminate()
