@@ -35,7 +35,7 @@ import torch
 
 from .. import shapes
 from ..data import Example, load_dataset, to_examples
-from ..errors import ConfigError, DataFormatError
+from ..errors import CheckpointError, ConfigError, DataFormatError
 from ..generation import context_length, family, generate_text
 from ..settings import seed_everything
 from . import checkpoint as ckpt
@@ -280,22 +280,33 @@ class Trainer:
                 "total_steps": self.total_steps}
 
     def load_checkpoint(self, path: Path) -> None:
-        from peft import set_peft_model_state_dict
-        from safetensors.torch import load_file
-
-        state = ckpt.load_state(path)
+        """Go on from checkpoint ``path`` (verified and read by :func:`.checkpoint.read_checkpoint`:
+        safetensors and JSON only). Raises :class:`CheckpointError` if it is damaged."""
+        state, weights = ckpt.read_checkpoint(path)
         if state["total_steps"] != self.total_steps:
             raise ConfigError(f"{path} was written by a run of {state['total_steps']} steps but this config makes "
                               f"{self.total_steps}: resume with the run's own config.yaml.")
-        weights = load_file(str(Path(path) / "adapter" / "adapter_model.safetensors"))
-        result = set_peft_model_state_dict(self.model, weights)
-        missing = [k for k in getattr(result, "unexpected_keys", []) if "lora" in k or "trainable_tokens" in k]
-        if missing:  # pragma: no cover
-            raise ConfigError(f"{path}: adapter weights do not fit this model ({missing[:3]} ...).")
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
+        self.apply_state(path, state, weights)
+
+    def apply_state(self, path: Path, state: dict, weights: dict) -> None:
+        from peft import set_peft_model_state_dict
+
+        own_scheduler_keys = set(self.scheduler.state_dict())
+        if not set(state["scheduler"]) <= own_scheduler_keys:
+            raise CheckpointError(f"checkpoint {path}: the scheduler state has keys this scheduler does not know "
+                                  f"({sorted(set(state['scheduler']) - own_scheduler_keys)[:3]})")
+        try:
+            result = set_peft_model_state_dict(self.model, weights)
+            missing = [k for k in getattr(result, "unexpected_keys", []) if "lora" in k or "trainable_tokens" in k]
+            if missing:
+                raise CheckpointError(f"checkpoint {path}: adapter weights do not fit this model ({missing[:3]} ...)")
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            ckpt.set_rng_state(state["rng"])
+        except (ValueError, TypeError, KeyError, IndexError, RuntimeError) as err:
+            raise CheckpointError(f"checkpoint {path} does not fit this run ({type(err).__name__}: "
+                                  f"{str(err).splitlines()[0][:120] if str(err) else ''})") from None
         self.step, self.history, self.seconds = state["step"], state["history"], state["seconds"]
-        ckpt.set_rng_state(state["rng"])
 
     def _save(self) -> None:
         t = self.config.training
@@ -445,19 +456,54 @@ def resume(output_dir, callbacks=None, progress: bool = True, device: str | None
     trainer = Trainer(cfg, callbacks, progress, device)
     trainer.setup()
     run_file = out / "run.json"
-    last = ckpt.latest_checkpoint(out)
-    if run_file.is_file() and json.loads(run_file.read_text()).get("finished"):
+    if run_file.is_file() and _finished(run_file):
         from peft import set_peft_model_state_dict
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        set_peft_model_state_dict(trainer.model, load_file(str(out / "adapter" / "adapter_model.safetensors")))
-        trainer.history = json.loads((out / "history.json").read_text())
-        info = json.loads(run_file.read_text())
-        trainer.step, trainer.seconds = info["steps"], info["train_seconds"]
+        try:
+            set_peft_model_state_dict(trainer.model, load_file(str(out / "adapter" / "adapter_model.safetensors")))
+            trainer.history = json.loads((out / "history.json").read_text())
+            info = json.loads(run_file.read_text())
+            trainer.step, trainer.seconds = info["steps"], info["train_seconds"]
+        except (SafetensorError, OSError, ValueError, KeyError, TypeError, RuntimeError) as err:
+            raise CheckpointError(f"the finished run in {out} is damaged ({type(err).__name__}: "
+                                  f"{str(err).splitlines()[0][:100] if str(err) else ''}); its checkpoints are in "
+                                  f"{out / ckpt.CHECKPOINTS}.") from None
         trainer.model.eval()
         return FinetuneResult(out, trainer.model, trainer.processor, trainer.history, info["metrics"],
                               trainer.seconds, trainer.step, trainer.params, info)
-    if last is not None:
-        trainer.load_checkpoint(last)
+    _resume_from_newest_intact(trainer, out)
     ckpt.clean_temporaries(out)
     return trainer.train()
+
+
+def _finished(run_file: Path) -> bool:
+    try:
+        return json.loads(run_file.read_text()).get("finished") is True
+    except (ValueError, AttributeError, OSError):  # a cut run.json: the run did not finish cleanly
+        return False
+
+
+def _resume_from_newest_intact(trainer: Trainer, out: Path) -> None:
+    """Load the newest checkpoint that verifies and reads; warn about each damaged newer one.
+
+    No checkpoint folder at all means the run was stopped before its first save: it starts over.
+    Folders that are all damaged stop with one :class:`CheckpointError` (starting over silently would
+    overwrite them)."""
+    import warnings
+
+    found = ckpt.list_checkpoints(out)
+    damaged = []
+    for step, path in reversed(found):
+        try:
+            trainer.load_checkpoint(path)
+        except CheckpointError as err:
+            damaged.append(str(err))
+            continue
+        for reason in damaged:
+            warnings.warn(f"{reason}; skipped it and went on from {path.name} (step {step}).", stacklevel=3)
+        return
+    if damaged:
+        raise CheckpointError(f"no intact checkpoint in {out / ckpt.CHECKPOINTS}: {'; '.join(damaged[:3])}. Start the "
+                              f"run again with `vlmstudy finetune --config {out / 'config.yaml'} --overwrite`.")
