@@ -26,6 +26,8 @@ from . import compare, quantize  # noqa: E402  (precision presets, footprints, e
 from . import attention  # noqa: E402  (cross-attention from scratch, attention maps, pointing game: notebook 09)
 from . import data, finetune  # noqa: E402  (data formats and converters; LoRA / QLoRA fine-tuning: notebook 11)
 from . import generation, tasks  # noqa: E402  (captioning, VQA, chat and decoding settings: notebooks 05-08)
+from . import photos  # noqa: E402  (real photographs with captions, labels and questions: every model notebook)
+from .photos import real_photo, real_photos
 from .tasks import ChatSession, answer, caption
 from .inference import Inference  # noqa: E402  (describe / ask / generate / chat; the CLI and server use it)
 from .plotting import show_images, set_figsize
@@ -43,6 +45,9 @@ __all__ = [
     "attention",
     "data", "finetune",
     "generation", "tasks",
+    "photos",
+    # real photographs
+    "real_photos", "real_photo",
     # tasks
     "caption", "answer", "ChatSession",
     # inference (the CLI and HTTP server are layers on it)

@@ -196,6 +196,35 @@ fig = vlmstudy.show_images([binding.images[i] for i in picks],
 # tests something subtler: where each object is.
 
 # %% [markdown]
+# ## On a real photo
+#
+# Everything above was ShapesWorld. `vlmstudy.real_photos()` returns five real photographs
+# (public domain or CC0: `assets/images/photos/LICENSES.md` says whose, and under which
+# licence), each with a caption a person wrote, five candidate labels (one of them right) and a
+# few questions with short answers. `photos.zero_shot` classifies each photo among its own five
+# labels with the code above (`contrastive.zero_shot` and "a photo of a {}.").
+#
+# What to expect depends on the mode; the code stays the same. In `tiny` mode the stand-in has
+# only ever seen coloured shapes on a plain background, and its tokenizer knows only
+# ShapesWorld's words: the first line below shows how it reads "a photo of a cat.". Every word
+# it has never seen becomes the same unknown token, so "cat" and "dog" turn into the very same
+# sentence, and the model cannot prefer one of them: their probabilities come out equal. That
+# is what a model does outside the world it was trained on: it still answers, with a
+# probability, and the number means nothing. With `VLMSTUDY_MODE=hub` the real CLIP, trained on
+# hundreds of millions of image-text pairs from the web, reads every word and classifies the
+# same photos.
+
+# %%
+real_photos = vlmstudy.real_photos()
+print("the tokenizer reads 'a photo of a cat.' as", processor.tokenizer.tokenize("a photo of a cat."), "\n")
+predictions = vlmstudy.photos.zero_shot(clip, processor, real_photos)
+for p in predictions:
+    print(f"{p.photo.name:10} best: {p.predicted!r:26} {p.confidence:.2f}   the right one, {p.photo.label!r}: "
+          f"{p.truth_probability:.2f}")
+assert all(torch.allclose(p.probs.sum(), torch.tensor(1.0), atol=1e-5) for p in predictions), "a softmax per photo"
+fig = vlmstudy.photos.show_predictions(predictions)
+
+# %% [markdown]
 # ## Check yourself
 
 # %%

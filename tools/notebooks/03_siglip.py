@@ -163,6 +163,39 @@ print(f"SigLIP, 128 pairs at once: {float(full):.5f}   in 4 blocks of 32 images:
 print(f"CLIP,   128 pairs at once: {float(clip_full):.5f}   mean of 4 batches of 32: {clip_blocks:.5f}")
 
 # %% [markdown]
+# ## On a real photo
+#
+# The five real photographs of notebook 02's last section (`vlmstudy.real_photos()`), each
+# scored against its own five labels by both models. Read the two kinds of numbers for what they
+# mean: CLIP's five share 1 among the labels; SigLIP's are five separate yes/no answers, so it can
+# say "no" to every label of a photo, or "yes" to two, without one taking anything from another.
+# A SigLIP pair counts as a match when scale x cosine + bias is above 0; the scale and the bias
+# the model learned are printed first.
+#
+# In `tiny` mode both stand-ins know only ShapesWorld (their tokenizers turn "cat" or "rocket"
+# into one unknown token, and their encoders have only seen shapes), so expect CLIP rows close
+# to uniform and SigLIP scores that say nothing about the photo: models outside their training
+# world. With `VLMSTUDY_MODE=hub` the real CLIP and SigLIP answer, with the same code.
+
+# %%
+real_photos = vlmstudy.real_photos()
+clip_rows = vlmstudy.photos.zero_shot(clip, clip_processor, real_photos)
+siglip_rows = vlmstudy.photos.zero_shot(siglip, siglip_processor, real_photos)
+print(f"SigLIP's learned scale {siglip.logit_scale.detach().exp().item():.1f} and bias {siglip.logit_bias.detach().item():.1f}\n")
+print(f"{'photo':10} {'the right label':18} {'CLIP best (softmax)':28} {'SigLIP best (sigmoid)':28} SigLIP row sum")
+for c, s in zip(clip_rows, siglip_rows):
+    print(f"{c.photo.name:10} {c.photo.label:18} {f'{c.predicted} {c.confidence:.2f}':28} "
+          f"{f'{s.predicted} {s.confidence:.2f}':28} {float(s.probs.sum()):.2f}")
+assert all(torch.allclose(c.probs.sum(), torch.tensor(1.0), atol=1e-5) for c in clip_rows), "a softmax per photo"
+assert all(bool(((s.probs >= 0) & (s.probs <= 1)).all()) for s in siglip_rows), "one sigmoid per label"
+
+# %%
+photo = real_photos[0]
+fig = vlmstudy.show_images([photo.image], [photo.caption], scale=2.6)
+fig = plotting.probability_panels({"CLIP (softmax)": clip_rows[0].probs, "SigLIP (sigmoid)": siglip_rows[0].probs},
+                                  list(photo.labels), top=None, title=f"{photo.name}: its five labels")
+
+# %% [markdown]
 # ## Check yourself
 
 # %%

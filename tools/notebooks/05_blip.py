@@ -174,6 +174,37 @@ print("config.json says:", vqa[0].config.architectures)
 print("the Auto class maps 'blip' to:", MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES.get("blip"))
 
 # %% [markdown]
+# ## On a real photo
+#
+# Five real photographs (`vlmstudy.real_photos()`; sources and licences in
+# `assets/images/photos/LICENSES.md`), each with a caption and a few short answers that a person
+# wrote. `photos.caption_table` captions every photo with the captioner and puts the person's
+# caption beside it; `photos.question_table` asks BLIP-VQA each photo's questions, with the
+# person's answer in the third column; a `✓` marks an answer that says it (`evaluation.answer_matches`,
+# the VQA normalisation). That is a reading aid, not a score: five photos are too few to measure,
+# and a ShapesWorld answer can fit by luck (a photo's saucer can be red, and "red" is a
+# ShapesWorld colour).
+#
+# In `tiny` mode the stand-ins have only ever seen coloured shapes, and words such as "cat" or
+# "spoon" are unknown tokens to them, so expect ShapesWorld sentences about shapes that are not
+# there, and ShapesWorld answers (a colour, a count word, yes or no) to questions they cannot
+# read: a generative model outside its training world still writes fluent text, which is why a
+# fluent answer proves nothing. With `VLMSTUDY_MODE=hub` the real BLIP checkpoints, trained on
+# web photos, answer the same questions.
+
+# %%
+real_photos = vlmstudy.real_photos()
+photo_captions = vlmstudy.photos.caption_table({"BLIP": captioner}, real_photos)
+photo_captions
+
+# %%
+fig = vlmstudy.show_images([p.image for p in real_photos], photo_captions.column("BLIP"), cols=5, scale=2.4, wrap=30)
+photo_answers = vlmstudy.photos.question_table({"BLIP-VQA": vqa}, real_photos, mark=True)
+assert len(photo_answers.rows) == sum(len(p.questions) for p in real_photos)
+assert all(isinstance(a, str) for a in photo_answers.column("BLIP-VQA") + photo_captions.column("BLIP"))
+photo_answers
+
+# %% [markdown]
 # ## Check yourself
 #
 # The first block checks the mechanics and always passes. The second checks what the trained

@@ -188,6 +188,33 @@ print(f"follow-ups answered right with the history in the prompt: {conversation_
 # chat template; that is what makes follow-ups work there.
 
 # %% [markdown]
+# ## On a real photo
+#
+# One model here, InstructBLIP (the one that reads instructions), to keep one large model in
+# memory at a time in hub mode. It describes the five real photographs of `vlmstudy.real_photos()`
+# ("describe the image.", its caption prompt) and answers each photo's questions; a person's
+# caption and answers stand beside its own, and a `✓` marks an answer that says the person's
+# (`evaluation.answer_matches`): a reading aid, not a score, on five photos.
+#
+# In `tiny` mode InstructBLIP's stand-in knows only ShapesWorld: its vision encoder has seen
+# nothing but shapes, and its language model's vocabulary is ShapesWorld's, so "what is in the
+# cup?" reaches it as mostly unknown tokens. Expect fluent ShapesWorld answers that have nothing
+# to do with the photo: what a model writes outside its training world. With
+# `VLMSTUDY_MODE=hub` the real InstructBLIP (a 7-billion-parameter Vicuna behind the Q-Former)
+# answers.
+
+# %%
+real_photos = vlmstudy.real_photos()
+photo_captions = vlmstudy.photos.caption_table({"InstructBLIP": instructblip}, real_photos)
+photo_answers = vlmstudy.photos.question_table({"InstructBLIP": instructblip}, real_photos, mark=True)
+assert len(photo_answers.rows) == sum(len(p.questions) for p in real_photos)
+assert all(isinstance(a, str) for a in photo_answers.column("InstructBLIP") + photo_captions.column("InstructBLIP"))
+photo_captions
+
+# %%
+photo_answers
+
+# %% [markdown]
 # ## Check yourself
 #
 # The first block checks the mechanics and always passes. The second checks what the trained

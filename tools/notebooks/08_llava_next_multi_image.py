@@ -180,7 +180,40 @@ fig = plotting.accuracy_bars(results, title=f"{len(qas)} single-image questions,
 # On real photos the comparison goes the other way for fine detail (reading text, counting
 # small things), which is what the tiles are for; the cost, a prompt two to five times
 # longer, is the same.
+
+# %% [markdown]
+# ## On a real photo
 #
+# A real photograph is neither 64 pixels nor square. `tasks.anyres_layout` shows how the
+# processor cuts one (`vlmstudy.real_photo("coffee")`, 384 x 256 pixels): the grid resolution
+# it picks, the tiles and the image tokens, beside LLaVA-1.5's fixed count for the same photo,
+# and what the real checkpoint's processor (`real_processor` above) would make of it. This part
+# is mechanics and holds in every mode; in `tiny` mode `processor` has the stand-in's small grid
+# resolutions, in hub mode the real ones, and then the two layouts are the same.
+#
+# Then one question about the photo. In `tiny` mode the stand-in knows only ShapesWorld (its
+# vocabulary too: "cup" and "coffee" are unknown tokens), so its answer is not about the photo:
+# what a model says outside its training world. With `VLMSTUDY_MODE=hub` the real LLaVA-NeXT
+# answers, reading the tiles.
+
+# %%
+photo = vlmstudy.real_photo("coffee")
+photo_layout = tasks.anyres_layout(processor, photo.image)
+real_photo_layout = tasks.anyres_layout(real_processor, photo.image)
+for name, lay in (("this processor", photo_layout), ("the real checkpoint's", real_photo_layout)):
+    print(f"{name:22} {lay['image_size']} -> grid {lay['grid']} of {lay['tile_size']} tiles at "
+          f"{lay['best_resolution']}, {lay['crops']} crops, {lay['image_tokens']} image tokens")
+print("LLaVA-1.5, the same photo:", tasks.image_token_count(llava[1], photo.image), "image tokens")
+fig = plotting.anyres_tiles(photo.image, photo_layout)
+assert photo_layout["crops"] == photo_layout["grid"][0] * photo_layout["grid"][1] + 1
+
+# %%
+photo_question, written = photo.questions[0]
+reply = tasks.answer(photo.image, photo_question, model=nxt)
+print(f"Q: {photo_question}\n   LLaVA-NeXT: {reply!r}   (a person: {written!r})")
+assert isinstance(reply, str)
+
+# %% [markdown]
 # ## Check yourself
 #
 # The first block checks the mechanics and always passes. The second checks what the trained

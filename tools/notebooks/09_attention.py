@@ -272,7 +272,36 @@ else:
 #   place; one that has not can still be explained by gradients.
 # * **Attention is not explanation.** Residual streams carry information around every attention
 #   map, so check a map with a number like this one before trusting a picture.
+
+# %% [markdown]
+# ## On a real photo
 #
+# The same relevancy maps (section 3, `attention.clip_relevancy`) on a real photograph,
+# `vlmstudy.real_photo("astronaut")` (public domain, NASA), one map per text naming a part of
+# it: the face, the helmet, the flag, the model of the space shuttle. The grid of patches is
+# the model's own (`attention.patch_grid`): 8 x 8 for the stand-in, 7 x 7 for the real
+# ViT-B/32.
+#
+# In `tiny` mode the stand-in CLIP has only seen shapes, and every one of these words is an
+# unknown token to its tokenizer, so the four texts are close to the same sentence and the maps
+# cannot follow them: whatever they highlight is not the part named. A map always comes out, and
+# always looks like it points somewhere; that is why section 6 scores maps before trusting them.
+# With `VLMSTUDY_MODE=hub` the real CLIP draws the maps.
+
+# %%
+photo = vlmstudy.real_photo("astronaut")
+photo_texts = list(photo.things)
+photo_maps, photo_sims = attention.clip_relevancy(clip_model, clip_processor, [photo.image] * len(photo_texts),
+                                                  photo_texts, return_scores=True)
+grid = attention.patch_grid(clip_model)
+print(f"{len(photo_texts)} maps of {grid} x {grid} patches; the texts, tokenized:",
+      [clip_processor.tokenizer.tokenize(t) for t in photo_texts[:2]])
+fig = plotting.heatmap_grid(photo.image, photo_maps, [f"'{t}'  (cos {s:.2f})" for t, s in zip(photo_texts, photo_sims)],
+                            show_image=True, scale=2.4)
+assert photo_maps.shape == (len(photo_texts), grid, grid)
+assert np.allclose(photo_maps.reshape(len(photo_texts), -1).max(-1), 1.0), "maps are scaled to [0, 1]"
+
+# %% [markdown]
 # ## Check yourself
 #
 # These pass when everything above worked. If one fails, its message says what went wrong.

@@ -112,6 +112,33 @@ demo = widgets.ask_image(model="llava", question="how many shapes are there?")
 demo
 
 # %% [markdown]
+# ## On a real photo
+#
+# A checklist needs a truth for every answer. In ShapesWorld the scene supplies it; on real
+# photographs a person writes it: each of `vlmstudy.real_photos()` comes with a few questions
+# and short answers. `photos.question_table` asks the models of the grid above those questions
+# (one model after the other, each answering all of them), one column per model, with the
+# person's answer beside them. A `✓` marks an answer that says the person's answer after the
+# standard VQA normalisation (`evaluation.answer_matches`: "2" for "two", the word inside a
+# sentence); it is a reading aid, not a score: five photos are far too few to measure anything.
+# Because the rule accepts the answer word anywhere in a sentence, a long ramble that happens to
+# contain it gets a tick too: read the answer, not only the tick.
+#
+# In `tiny` mode every stand-in knows only ShapesWorld, its pictures and its words, so expect
+# ShapesWorld answers and few ticks, and one hypothesis that explains them all: the photos lie
+# outside the training world. With `VLMSTUDY_MODE=hub` the real checkpoints answer, and the
+# table becomes a first checklist of real failures: which kind of question (naming, colour,
+# count, yes or no) trips which model, a hypothesis to test on more photos of that kind.
+
+# %%
+real_photos = vlmstudy.real_photos()
+fig = vlmstudy.show_images([p.image for p in real_photos], [p.name for p in real_photos], cols=5, scale=1.8)
+photo_grid = vlmstudy.photos.question_table({name: name for name in run.models}, real_photos, mark=True)
+assert photo_grid.header == ["photo", "question", "our answer", *run.models]
+assert len(photo_grid.rows) == sum(len(p.questions) for p in real_photos)
+photo_grid
+
+# %% [markdown]
 # ## Check yourself
 #
 # The first block checks the mechanics and always passes. The second checks that the stand-ins
