@@ -3,7 +3,8 @@
 For every exercise and part: the stub scores 0, the solution full marks, plausible wrong
 solutions something in between, and a looping or crashing one 0 within the time limit. The
 scores are computed as the grader computes them (every check, hidden ones included, on new
-data); a few tests run the real grader (a fresh kernel per submission) end to end.
+data); a few tests run the real grader (a fresh, confined process per submission) end to end.
+Submissions that try to fake their grade: tests/test_grading_hostile.py.
 """
 
 from __future__ import annotations
@@ -318,8 +319,9 @@ def test_grade_command_gives_the_solution_full_marks(capsys):
 
 
 def test_grade_scores_a_dead_kernel_zero_and_goes_on(tmp_path):
-    """Part 1 kills the kernel (in the learner's own check cell, then in the grader's); part 2 is
-    right: 0 for part 1, full marks for part 2."""
+    """Part 1 kills the submission's process during the grader's checks (the learner's own check
+    cell does nothing while graded: the checks run in the grader); part 2 is right, graded in a
+    new process: 0 for part 1, full marks for part 2."""
     dies = "import os\n\ndef class_embeddings(labels, templates, embed_texts):\n    os._exit(3)\n"
     right = next(s for s in _code_cells(build.SOLUTIONS_DIR / "03_zero_shot_ensemble.ipynb")
                  if s.startswith("def zero_shot_probs"))
@@ -328,14 +330,14 @@ def test_grade_scores_a_dead_kernel_zero_and_goes_on(tmp_path):
     by_part = {p.part: p for p in result.parts}
     assert by_part["class_embeddings"].status == "dead kernel" and by_part["class_embeddings"].points == 0
     assert by_part["zero_shot_probs"].passed and by_part["zero_shot_probs"].points == 5
-    assert any("cell 3 killed the kernel" in note for note in result.notes), result.notes
+    assert not any("cell 3" in note for note in result.notes), result.notes
     assert result.points == 5 and not result.passed
 
 
 def test_grade_scores_a_hang_zero_within_the_time_limit(tmp_path):
-    """A loop that swallows even the checks' own time limit (and Ctrl-C): the grader's kernel
-    timeout ends it, and the part scores 0, although the notebook edited the checks in memory
-    to pass and printed a full score."""
+    """A loop that swallows every exception: the grader's time limit ends it (the checks run in
+    the grader, the loop in the submission's process, which is killed), and the part scores 0,
+    although the notebook edited the checks in memory to pass and printed a full score."""
     hangs = ("def clip_loss(image_embeds, text_embeds, logit_scale):\n    while True:\n        try:\n"
              "            sum(range(10 ** 5))\n        except BaseException:\n            pass\n")
     forge = ("# claim every check passed: edit the checks in memory, and print a fake score\n"

@@ -11,10 +11,12 @@ A check tests what the code *does* (rankings against brute force, the prompt the
 values and gradients against a reference ...), never how it is written. An unfinished stub
 (``raise NotImplementedError``) reports "not done yet", never a traceback.
 
-The instructor grades a submission with ``vlmstudy exercises grade SUBMISSION.ipynb``: the
-notebook runs in a fresh kernel with a time limit, then every check, hidden ones included, runs
-on new random data (:mod:`vlmstudy.grading.grader`). A crash, a dead kernel or a timeout scores
-0 for that part.
+The instructor grades a submission with ``vlmstudy exercises grade SUBMISSION.ipynb`` (several,
+``--csv`` for a class): the notebook runs in a fresh, confined process (:mod:`.sandbox`,
+:mod:`.worker`) on a copy of the package without these checks and without the references the
+exercise asks for; every check, hidden ones included, runs in the grader's own process on new
+random data, calling the learner's code across a data-only channel (:mod:`.remote`,
+:mod:`.grader`). A crash, a dead process or a timeout scores 0 for that part.
 """
 
 from __future__ import annotations

@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from .core import Check, CheckFailed, Env
+from .remote import with_methods
 
 TARGET = "MultimodalChatbot"
 
@@ -32,7 +33,7 @@ def _probe(cls, env: Env):
         seen.append((prompt, getattr(self, "image", None)))
         return replies[(len(seen) - 1) % len(replies)]
 
-    probe = type(cls.__name__, (cls,), {"generate": generate})
+    probe = with_methods(cls, {"generate": generate})
     return probe(model, processor), seen, replies, processor
 
 

@@ -14,12 +14,16 @@ __all__ = ["Part", "Exercise", "EXERCISES", "get_exercise", "get_part"]
 
 @dataclass(frozen=True)
 class Part:
-    """One graded part: ``target`` is the name the learner defines (a class or a function)."""
+    """One graded part: ``target`` is the name the learner defines (a class or a function);
+    ``references``: the package's own versions of it, which the submission's process gets as
+    functions that raise (``vlmstudy.tasks.ChatSession.ask``: a method), so that a submission
+    cannot hand them in as its work."""
 
     name: str
     title: str
     target: str
     checks: tuple[Check, ...]
+    references: tuple[str, ...] = ()
 
     @property
     def max_points(self) -> int:
@@ -41,6 +45,11 @@ class Exercise:
     def max_points(self) -> int:
         return sum(p.max_points for p in self.parts)
 
+    @property
+    def references(self) -> tuple[str, ...]:
+        """Every part's references: out of reach for the whole run of the submission."""
+        return tuple(r for p in self.parts for r in p.references)
+
     def part(self, name: str) -> Part:
         for p in self.parts:
             if p.name == name:
@@ -50,18 +59,22 @@ class Exercise:
 
 EXERCISES: dict[str, Exercise] = {ex.name: ex for ex in [
     Exercise("01_clip_search", "Image search with CLIP", (
-        Part("search", "CLIPImageSearch: index_images and search", search.TARGET, tuple(search.CHECKS)),)),
+        Part("search", "CLIPImageSearch: index_images and search", search.TARGET, tuple(search.CHECKS),
+             ("vlmstudy.retrieval.ImageIndex.search", "vlmstudy.retrieval.exact_topk", "vlmstudy.retrieval._sorted_topk")),)),
     Exercise("02_chatbot", "A multimodal chatbot with memory", (
-        Part("chatbot", "MultimodalChatbot: set_image, chat, clear_history", chat.TARGET, tuple(chat.CHECKS)),)),
+        Part("chatbot", "MultimodalChatbot: set_image, chat, clear_history", chat.TARGET, tuple(chat.CHECKS),
+             ("vlmstudy.tasks.ChatSession.ask", "vlmstudy.tasks.ChatSession.render")),)),
     Exercise("03_zero_shot_ensemble", "Zero-shot classification with a prompt ensemble", (
         Part("class_embeddings", "class_embeddings: the prompt ensemble", zero_shot.CLASS_TARGET,
-             tuple(zero_shot.CLASS_CHECKS)),
+             tuple(zero_shot.CLASS_CHECKS), ("vlmstudy.contrastive.class_embeddings",)),
         Part("zero_shot_probs", "zero_shot_probs: probabilities over the labels", zero_shot.PROBS_TARGET,
-             tuple(zero_shot.PROBS_CHECKS)))),
+             tuple(zero_shot.PROBS_CHECKS), ("vlmstudy.contrastive.zero_shot", "vlmstudy.contrastive.logits")))),
     Exercise("04_contrastive_loss", "CLIP's contrastive loss", (
-        Part("clip_loss", "clip_loss: symmetric InfoNCE", loss.TARGET, tuple(loss.CHECKS)),)),
+        Part("clip_loss", "clip_loss: symmetric InfoNCE", loss.TARGET, tuple(loss.CHECKS),
+             ("vlmstudy.contrastive.clip_loss",)),)),
     Exercise("05_attention_rollout", "Attention rollout", (
-        Part("rollout", "attention_rollout: through all layers", rollout.TARGET, tuple(rollout.CHECKS)),)),
+        Part("rollout", "attention_rollout: through all layers", rollout.TARGET, tuple(rollout.CHECKS),
+             ("vlmstudy.attention.attention_rollout",)),)),
 ]}
 
 

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from .core import Check, CheckFailed, Env
+from .remote import with_methods
 
 TARGET = "CLIPImageSearch"
 
@@ -38,7 +39,7 @@ def _probe(cls, table: dict, queries: dict):
             raise CheckFailed(f"self.embed_text got {text!r}, not the query given to search")
         return queries[text].clone()
 
-    probe = type(cls.__name__, (cls,), {"embed_images": embed_images, "embed_text": embed_text})
+    probe = with_methods(cls, {"embed_images": embed_images, "embed_text": embed_text})
     return probe(None, None), calls
 
 
