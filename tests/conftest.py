@@ -74,3 +74,27 @@ def subprocess_env(tmp_path) -> dict[str, str]:
 @pytest.fixture
 def python() -> str:
     return sys.executable
+
+
+@pytest.fixture(scope="session")
+def hubsim_home(tmp_path_factory) -> Path:
+    """A simulated Hugging Face Hub (every registry checkpoint, real configs and processors, shrunk
+    random weights: :mod:`vlmstudy.testing.hubsim`), built once per session. ``VLMSTUDY_HUBSIM_HOME``
+    names a folder to build into and reuse across runs (the build skips when its stamp is current)."""
+    from vlmstudy.testing.hubsim import build_hub_cache
+
+    home = Path(os.environ.get("VLMSTUDY_HUBSIM_HOME") or tmp_path_factory.mktemp("hubsim-home"))
+    build_hub_cache(home)
+    return home
+
+
+@pytest.fixture(scope="session")
+def hub_env(hubsim_home) -> dict[str, str]:
+    """Environment for a child process in hub mode against the simulated Hub: VLMSTUDY_MODE=hub,
+    HF_HOME=the simulated cache, HF_HUB_OFFLINE=1, this repository importable."""
+    from vlmstudy.testing.hubsim import hub_environment
+
+    env = hub_environment(hubsim_home)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+    env.pop("VLMSTUDY_DEVICE", None)
+    return env

@@ -12,6 +12,7 @@ from .errors import (
     ConfigError,
     DataFormatError,
     ImageError,
+    InsufficientMemoryError,
     ModelUnavailableError,
     UnknownModelError,
     VlmStudyError,
@@ -59,6 +60,6 @@ __all__ = [
     # environment check
     "environment_report", "print_environment_report",
     # errors
-    "VlmStudyError", "UnknownModelError", "ModelUnavailableError", "ImageError", "DataFormatError",
-    "ConfigError",
+    "VlmStudyError", "UnknownModelError", "ModelUnavailableError", "InsufficientMemoryError", "ImageError",
+    "DataFormatError", "ConfigError",
 ]

@@ -22,6 +22,10 @@ class ModelUnavailableError(VlmStudyError):
     """A model that cannot be loaded here (no network, no cache, missing stand-in)."""
 
 
+class InsufficientMemoryError(ModelUnavailableError):
+    """A checkpoint whose estimated footprint does not fit in the free RAM / GPU memory."""
+
+
 class ImageError(VlmStudyError, ValueError):
     """An image that cannot be read or converted."""
 

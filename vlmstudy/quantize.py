@@ -402,7 +402,9 @@ def _build_meta_model(name_or_config, dtype: torch.dtype):
             label = card.hub_id
         else:
             try:
-                config = transformers.AutoConfig.from_pretrained(label)  # config.json only: a few KB
+                from .zoo.hub_guard import fetch_config
+
+                config = fetch_config(label)  # config.json only (a few KB), under the Hub deadline
             except (OSError, ValueError) as err:
                 from .errors import ModelUnavailableError
 

@@ -83,6 +83,12 @@ def default_dtype(device: str | None = None) -> torch.dtype:
     return torch.float16 if (device or get_device()) == "cuda" else torch.float32
 
 
+def half_dtype(device: str | None = None) -> torch.dtype:
+    """The 16-bit dtype a device runs well: fp16 on CUDA and MPS, bf16 on a CPU (fp32's range, and
+    CPU kernels for it). Hub mode falls back to it when fp32 would not fit in memory."""
+    return torch.float16 if torch.device(device or get_device()).type in ("cuda", "mps") else torch.bfloat16
+
+
 def seed_everything(seed: int = 0) -> int:
     """Seed Python, NumPy and torch (CPU and CUDA) so that a run can be repeated exactly."""
     random.seed(seed)

@@ -59,18 +59,29 @@ class ContextTrimmedWarning(UserWarning):
 # ----------------------------------------------------------------------------- models
 
 _CACHE: dict[tuple[str, str], tuple] = {}
+_LARGE: set[tuple[str, str]] = set()  # keys of cached hub-mode models above hub_guard.LARGE_MODEL_BYTES
 
 
 def get_model(model="blip-caption"):
     """``(model, processor)`` for a name (loaded with :func:`vlmstudy.load` once per name and
-    mode, then cached) or an already loaded ``(model, processor)`` pair (returned as is)."""
+    mode, then cached) or an already loaded ``(model, processor)`` pair (returned as is).
+
+    In hub mode the cache holds at most one *large* model (estimated above
+    :data:`vlmstudy.zoo.hub_guard.LARGE_MODEL_BYTES`, 2 GB: BLIP-2 and the 7 B-class models):
+    loading another first drops the previous one from the cache, with a printed line. A pair you
+    still hold stays usable (it is only forgotten here, and freed once nothing holds it)."""
     if isinstance(model, str):
         from .settings import get_mode
         from .zoo import load
 
         key = (model.strip().lower(), get_mode())
         if key not in _CACHE:
+            large = key[1] == "hub" and _is_large(model)
+            if large:
+                _evict_large(model)  # before loading: the two must not be in memory together
             _CACHE[key] = load(model)
+            if large:
+                _LARGE.add(key)
         return _CACHE[key]
     if isinstance(model, (tuple, list)) and len(model) == 2 and hasattr(model[0], "generate"):
         return tuple(model)
@@ -81,6 +92,36 @@ def get_model(model="blip-caption"):
 def clear_cache() -> None:
     """Forget the models :func:`get_model` loaded (frees their memory once nothing else holds them)."""
     _CACHE.clear()
+    _LARGE.clear()
+    _release_memory()
+
+
+def _is_large(name: str) -> bool:
+    from .zoo import hub_guard
+
+    size = hub_guard.model_bytes(name)
+    return size is not None and size > hub_guard.LARGE_MODEL_BYTES
+
+
+def _evict_large(incoming: str) -> None:
+    gone = [key for key in _CACHE if key in _LARGE]
+    for key in gone:
+        del _CACHE[key]
+        _LARGE.discard(key)
+    if gone:
+        _release_memory()
+        print(f"model cache: dropped {', '.join(repr(name) for name, _ in gone)} before loading {incoming!r} "
+              f"(hub mode keeps one large model at a time; a pair you still hold stays usable)", flush=True)
+
+
+def _release_memory() -> None:
+    import gc
+
+    import torch
+
+    gc.collect()  # models hold reference cycles (modules <-> hooks); free them now, not at some later collection
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def _family_for(model, processor, allowed: Sequence[str], task: str, instead: str) -> str:

@@ -1,4 +1,4 @@
-"""``vlmstudy zoo ...``: table, train, evaluate."""
+"""``vlmstudy zoo ...``: table, train, evaluate, hubsim."""
 
 from __future__ import annotations
 
@@ -76,8 +76,26 @@ def _evaluate(args) -> int:
     return 0
 
 
+def _hubsim(args) -> int:
+    import os
+    import shlex
+    from pathlib import Path
+
+    from ..testing.hubsim import build_hub_cache
+
+    home = Path(args.home or os.path.join(os.path.expanduser("~"), ".cache", "vlmstudy-hubsim")).expanduser().resolve()
+    start = time.time()
+    hub = build_hub_cache(home, names=args.names or None, force=args.force,
+                          progress=lambda msg: print(msg, file=sys.stderr))
+    repos = sorted(p.name.removeprefix("models--").replace("--", "/", 1) for p in hub.iterdir() if p.is_dir())
+    print(f"simulated Hub in {hub} ({len(repos)} repos, {time.time() - start:.1f} s): random weights, "
+          f"real configs and processors", file=sys.stderr)
+    print(f"export HF_HOME={shlex.quote(str(home))} VLMSTUDY_MODE=hub HF_HUB_OFFLINE=1")
+    return 0
+
+
 def add_commands(subparsers) -> None:
-    zoo = subparsers.add_parser("zoo", help="the model zoo: table, train, evaluate")
+    zoo = subparsers.add_parser("zoo", help="the model zoo: table, train, evaluate, hubsim")
     sub = zoo.add_subparsers(dest="zoo_command", required=True)
 
     p = sub.add_parser("table", help="print the model zoo (real sizes computed on the meta device)")
@@ -109,6 +127,13 @@ def add_commands(subparsers) -> None:
                    help="store the measured metrics in the stand-in's model card (README.md + training.json)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_evaluate)
+
+    p = sub.add_parser("hubsim", help="build a simulated Hugging Face Hub cache (real configs and processors, "
+                                      "shrunk random weights) to test hub mode offline")
+    p.add_argument("names", nargs="*", help="models to build (default: every zoo checkpoint)")
+    p.add_argument("--home", default=None, help="the HF_HOME to build into (default: ~/.cache/vlmstudy-hubsim)")
+    p.add_argument("--force", action="store_true", help="rebuild even when already built by this version")
+    p.set_defaults(func=_hubsim)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -16,6 +16,7 @@ from transformers import AutoConfig, AutoProcessor
 
 from .. import settings
 from ..errors import ModelUnavailableError, UnknownModelError
+from . import hub_guard
 from .registry import ModelCard, get_card
 
 
@@ -42,25 +43,16 @@ def _hub_errors() -> tuple[type[BaseException], ...]:
     return tuple(errors)
 
 
-def hub_reachable(timeout: float = 3.0) -> bool:
-    """True when the Hub endpoint answers a TCP connection within ``timeout`` seconds.
-
-    Checked before any download so that a machine without network fails in seconds with one
-    clear message instead of minutes of huggingface_hub retries.
-    """
-    import socket
-    from urllib.parse import urlparse
-
-    from huggingface_hub import constants
-
-    if constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+def hub_reachable(timeout: float | None = None) -> bool:
+    """True when the Hub endpoint answers an HTTP request within ``timeout`` seconds (default
+    ``$VLMSTUDY_HUB_TIMEOUT``, 30): :func:`hub_guard.probe_hub`. An HTTP answer, not a TCP
+    connect: a stalled proxy accepts connections and never answers."""
+    if hub_guard.hub_offline():
         return False
-    url = urlparse(constants.ENDPOINT)
-    port = url.port or (443 if url.scheme == "https" else 80)
     try:
-        with socket.create_connection((url.hostname, port), timeout=timeout):
-            return True
-    except OSError:
+        hub_guard.probe_hub(None, timeout)
+        return True
+    except hub_guard.HubUnreachable:
         return False
 
 
@@ -157,17 +149,27 @@ def load(
     device = device or settings.get_device()
     if isinstance(dtype, str):
         dtype = getattr(torch, dtype)
+    on_hub = card is not None and source == card.hub_id
+    if on_hub:  # estimated before anything is fetched: what cannot fit is refused, bf16 where fp32 would not fit
+        config = hub_guard.checkpoint_config(source, card, model_kwargs.get("cache_dir"))
+        dtype = hub_guard.check_memory(source, config, device, dtype, model_kwargs.get("quantization_config"),
+                                       short_name=card.name)
     dtype = dtype or settings.default_dtype(device)
     model_kwargs.setdefault("trust_remote_code", False)
     model_kwargs.setdefault("use_safetensors", True)
-    on_hub = card is not None and source == card.hub_id
     if on_hub:
-        # the local cache first: no network needed when the weights were fetched before
+        # every Hub request gets a deadline, and the endpoint must answer one within it; that probe
+        # runs while the local cache is tried (no network needed when the weights were fetched before)
+        probe = hub_guard.start_hub_probe(source)
         try:
             return _load_from(source, card, device, dtype, dict(model_kwargs, local_files_only=True))
         except _hub_errors() as err:
-            if not hub_reachable():
+            if probe is None:  # offline
                 raise _hub_error(source, err) from None
+            try:
+                probe.wait()
+            except hub_guard.HubUnreachable as unreachable:
+                raise _hub_error(source, unreachable) from None
     try:
         return _load_from(source, card, device, dtype, model_kwargs)
     except _hub_errors() as err:
