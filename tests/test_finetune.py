@@ -83,7 +83,7 @@ MINIMAL = {"model": "llava", "output_dir": "runs/x", "data": {"path": "data/vqa.
 BAD_VALUES = [
     ("quantization", "nf8", "quantization must be one of none, nf4, int8"),
     ("seed", "zero", "seed must be an integer"),
-    ("data.format", "captions", "data.format must be one of caption, vqa, instruction"),
+    ("data.format", "captions", "data.format must be one of caption, vqa, instruction, text, conversations"),
     ("data.eval_split", 1.5, "data.eval_split must be a fraction in [0, 1)"),
     ("data.eval_split", -3, "data.eval_split must be a fraction in [0, 1)"),
     ("data.skip_invalid", "yes", "data.skip_invalid must be true or false"),
@@ -120,6 +120,11 @@ BAD_VALUES = [
     ("training.eval_max_examples", -1, "training.eval_max_examples must be an integer >= 0"),
     ("training.max_new_tokens", 0, "training.max_new_tokens must be an integer >= 1"),
     ("training.log_every", 0, "training.log_every must be an integer >= 1"),
+    ("model_type", "gpt", "model_type must be one of llava, llava-next, blip2, instructblip"),
+    ("data.resize", [224], "data.resize (image_processing.resize) must be [width, height]"),
+    ("data.allow_outside_root", "yes", "data.allow_outside_root must be true or false"),
+    ("lora.use_lora", "no", "lora.use_lora must be true or false"),
+    ("training.mixed_precision", "fp8", "training.mixed_precision must be one of no, fp16, bf16"),
 ]
 
 
@@ -194,7 +199,7 @@ def test_example_configs_are_valid_and_cover_the_three_formats():
     for path in paths:
         cfg = load_config(path)
         formats.add(cfg.data.format)
-    assert formats == {"caption", "vqa", "instruction"}
+    assert formats == {"caption", "vqa", "instruction", None}   # None: multimodal_config.yaml detects its format
 
 
 # ----------------------------------------------------------------------------- label masking
@@ -522,7 +527,14 @@ def test_cli_keys_and_errors(capsys, tmp_path):
 def test_cli_data_commands(tmp_path, capsys):
     assert cli_main(["data", "shapes", str(tmp_path / "s"), "--n", "2"]) == 0
     assert cli_main(["data", "check", str(tmp_path / "s" / "instruction.json")]) == 0
-    assert "valid instruction records" in capsys.readouterr().out
+    assert "valid conversations records" in capsys.readouterr().out   # instruction.json holds conversations
+    vqa = tmp_path / "s" / "vqa.json"
+    assert cli_main(["data", "convert", str(vqa), str(tmp_path / "t" / "text.json"), "--to", "text"]) == 0
+    assert cli_main(["data", "check", str(tmp_path / "t" / "text.json"), "--allow-outside-root"]) == 0
+    assert "valid text records" in capsys.readouterr().out
+    assert cli_main(["data", "shapes", str(tmp_path / "g" / "multimodal_train.json"), "--n", "2", "--format", "vqa"]) == 0
+    assert cli_main(["data", "check", str(tmp_path / "g" / "multimodal_train.json")]) == 0
+    assert "valid vqa records" in capsys.readouterr().out
     (tmp_path / "bad.json").write_text(json.dumps([{"image": "x.png", "question": "q", "answer": ""}]))
     assert cli_main(["data", "check", str(tmp_path / "bad.json")]) == 2
     assert "record 0, field 'image'" in capsys.readouterr().err

@@ -27,6 +27,7 @@ from . import compare, quantize  # noqa: E402  (precision presets, footprints, e
 from . import attention  # noqa: E402  (cross-attention from scratch, attention maps, pointing game: notebook 09)
 from . import data, finetune  # noqa: E402  (data formats and converters; LoRA / QLoRA fine-tuning: notebook 11)
 from . import generation, tasks  # noqa: E402  (captioning, VQA, chat and decoding settings: notebooks 05-08)
+from . import evaluation  # noqa: E402  (answer scoring, quality floors from the model cards: every notebook)
 from . import photos  # noqa: E402  (real photographs with captions, labels and questions: every model notebook)
 from .photos import real_photo, real_photos
 from .tasks import ChatSession, answer, caption
@@ -45,7 +46,7 @@ __all__ = [
     "quantize", "compare",
     "attention",
     "data", "finetune",
-    "generation", "tasks",
+    "generation", "tasks", "evaluation",
     "photos",
     # real photographs
     "real_photos", "real_photo",

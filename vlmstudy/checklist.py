@@ -12,7 +12,8 @@ an HTML report.
 
 The prompts are templates about each scene (:data:`PROMPTS`): a count, and the colour and the
 shape of the first object in reading order, named by its position. The truth comes from the
-scene itself, so a wrong answer is found by comparison (:func:`vlmstudy.shapes.normalize_text`),
+scene itself, so a wrong answer is found by comparison (:func:`vlmstudy.evaluation.answer_matches`:
+the VQA answer normalisation, "2" says "two", a sentence holding the answer counts),
 whatever the models are: if the grid holds fewer than ``n`` wrong answers, :func:`find_failures`
 asks the same models about more test scenes until it has them (or gives up after a bounded
 number). Each failure gets a *hypothesis*, a rule-based guess at why, from what the scene holds
@@ -35,10 +36,13 @@ from .errors import ConfigError
 
 __all__ = ["ChecklistPrompt", "PROMPTS", "DEFAULT_MODELS", "Result", "Checklist", "Failure", "run_checklist",
            "hypothesis", "find_failures", "retest_alone", "grid_figure", "failure_figure", "report_html", "save_report",
-           "DEFAULT_REPORT"]
+           "DEFAULT_REPORT", "CARD_METRICS"]
 
 #: Every stand-in that answers a question about one image.
 DEFAULT_MODELS: tuple[str, ...] = ("blip-vqa", "blip2", "instructblip", "llava", "llava-next")
+#: The model-card metric each model's single-question accuracy is held to (``evaluation.check_quality``).
+CARD_METRICS: dict[str, str] = {"blip-vqa": "vqa_accuracy", "blip2": "vqa_accuracy", "instructblip": "vqa_accuracy",
+                                "llava": "first_turn_accuracy", "llava-next": "single_image_accuracy"}
 
 
 @dataclass(frozen=True)
@@ -148,6 +152,7 @@ def _share(rows: Sequence[Result]) -> float:
 
 def _ask(scenes: Sequence, prompts: Sequence[ChecklistPrompt], models: Sequence[str], first_index: int,
          batch_size: int, progress: bool) -> list[Result]:
+    from .evaluation import answer_matches
     from .tasks import answer_batch
 
     pairs = [(i, s, p) for i, s in enumerate(scenes, start=first_index) for p in prompts]
@@ -159,7 +164,7 @@ def _ask(scenes: Sequence, prompts: Sequence[ChecklistPrompt], models: Sequence[
                                progress=progress)
         for (i, s, p), q, a in zip(pairs, questions, answers):
             truth = p.truth(s)
-            out.append(Result(i, s, model, p.kind, q, truth, a, shapes.normalize_text(a) == truth))
+            out.append(Result(i, s, model, p.kind, q, truth, a, answer_matches(a, truth)))
     return out
 
 
@@ -214,7 +219,7 @@ def hypothesis(result: Result) -> tuple[str, str]:
         return "empty", ("The model ended its answer at once: the end-of-text token beat every word. Hypothesis: "
                          "this prompt format is rare in its training data (a different wording may work).")
     if result.kind == "count":
-        counts = {w: n for n, w in shapes.COUNT_WORDS.items()}
+        counts = {w: n for n, w in shapes.COUNT_WORDS.items()} | {str(n): n for n in shapes.COUNT_WORDS}
         if answer not in counts:
             return "wrong-kind", (f"Asked for a number, it said '{result.answer}'. Hypothesis: the question's first "
                                   "words are read weakly; the decoder describes the picture instead of counting.")
@@ -306,12 +311,13 @@ def retest_alone(failure: Failure) -> Result:
     question trivially different, so count failures are retested as they are."""
     from dataclasses import replace
 
+    from .evaluation import answer_matches
     from .tasks import answer
 
     r = failure.result
     scene = r.scene if r.kind == "count" else replace(r.scene, objects=r.scene.objects[:1])
     said = answer(scene.render(), r.question, model=r.model)  # the truth is unchanged: it is about objects[0]
-    return Result(r.image, scene, r.model, r.kind, r.question, r.truth, said, shapes.normalize_text(said) == r.truth)
+    return Result(r.image, scene, r.model, r.kind, r.question, r.truth, said, answer_matches(said, r.truth))
 
 
 # ----------------------------------------------------------------------------- figures and report

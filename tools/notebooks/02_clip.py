@@ -16,7 +16,7 @@ import inspect
 import torch
 
 import vlmstudy
-from vlmstudy import contrastive, plotting, shapes
+from vlmstudy import contrastive, evaluation, plotting, shapes
 from vlmstudy.zoo.evaluate import ALL_CLASSES
 
 vlmstudy.seed_everything(0)
@@ -229,12 +229,18 @@ fig = vlmstudy.photos.show_predictions(predictions)
 
 # %%
 assert all(torch.allclose(ours, theirs, atol=1e-5) for theirs, ours in losses.values()), "clip_loss must equal CLIPModel's own loss"
-assert losses["captions moved by one"][0] > losses["matching pairs"][0] + 1, "wrong pairs must cost far more than right ones"
 assert torch.allclose(probs.sum(dim=-1), torch.ones(1), atol=1e-5), "CLIP's softmax rows sum to 1"
 assert torch.allclose(image_emb.norm(dim=-1), torch.ones(len(images)), atol=1e-5)
 assert similarity.shape == (len(images), len(captions))
 ensemble_vectors = contrastive.class_embeddings(clip, processor, ALL_CLASSES, shapes.PROMPT_TEMPLATES)
 assert ensemble_vectors.shape == (len(ALL_CLASSES), text_emb.shape[1])
-assert single > 0.8 and ensemble > 0.8, f"zero-shot accuracy {single:.3f} / {ensemble:.3f} should be over 0.8"
-assert binding.accuracy()["all"] > 0.5, "better than a coin flip on hard negatives"
-print("All checks passed: on to 03, SigLIP.")
+print("mechanics: all checks passed")
+
+# Quality belongs to the model: the stand-in must reach the floor its model card sets (or, for what
+# the card does not measure, the floor stated here); a real checkpoint is printed, not asserted.
+evaluation.check_quality(clip, "zero_shot_accuracy", single, n=len(test_truths))
+evaluation.check_quality(clip, "zero_shot_accuracy", ensemble, n=len(test_truths))
+evaluation.check_quality(clip, "loss on moved captions minus loss on matching pairs",
+                         float(losses["captions moved by one"][0] - losses["matching pairs"][0]), floor=1.0)
+evaluation.check_quality(clip, "hard-negative binding accuracy", binding.accuracy()["all"], floor=0.5)
+print("On to 03, SigLIP.")

@@ -17,7 +17,7 @@ import inspect
 import torch
 
 import vlmstudy
-from vlmstudy import contrastive, plotting, shapes
+from vlmstudy import contrastive, evaluation, plotting, shapes
 from vlmstudy.zoo.evaluate import ALL_CLASSES
 
 vlmstudy.seed_everything(0)
@@ -205,6 +205,10 @@ assert torch.allclose(siglip_few[0], siglip_probs[k], atol=1e-5), "a SigLIP prob
 assert clip_few[0] >= clip_probs[k] - 1e-6, "fewer labels to share it with: CLIP's probability can only grow"
 assert torch.allclose(blocked, full, atol=1e-4), "the sigmoid loss adds up over blocks"
 assert clip_curve[-1] > clip_curve[0], "the CLIP loss grows with the batch size"
-assert results["CLIP"]["test"] > 0.8, f"CLIP zero-shot accuracy {results['CLIP']['test']:.3f} should be over 0.8"
-assert results["SigLIP"]["test"] > 0.9, f"SigLIP zero-shot accuracy {results['SigLIP']['test']:.3f} should be over 0.9"
-print("All checks passed: on to 04, image search.")
+print("mechanics: all checks passed")
+
+# Quality: each stand-in must reach the floor its model card sets; real checkpoints are printed.
+for name, (model_, _) in models.items():
+    evaluation.check_quality(model_, "zero_shot_accuracy", results[name]["test"], n=len(splits["test"][1]))
+    evaluation.check_quality(model_, "zero_shot_heldout_accuracy", results[name]["heldout"], n=len(splits["heldout"][1]))
+print("On to 04, image search.")

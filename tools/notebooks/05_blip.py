@@ -18,7 +18,7 @@ from transformers import pipelines
 from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
 
 import vlmstudy
-from vlmstudy import diagrams, plotting, shapes, tasks
+from vlmstudy import diagrams, evaluation, plotting, shapes, tasks
 
 vlmstudy.seed_everything(0)
 captioner = tasks.get_model("blip-caption")   # (model, processor), loaded once and cached
@@ -75,12 +75,10 @@ for (s, qa), a in list(zip(qas, answers))[:8]:
     print(f"{qa.question:42} -> {a:10} (truth: {qa.answer})")
 
 # %%
-correct = [a == qa.answer for (_, qa), a in zip(qas, answers)]
-kinds = sorted({qa.kind for _, qa in qas})
-by_kind = {k: sum(c for c, (_, qa) in zip(correct, qas) if qa.kind == k) /
-           sum(qa.kind == k for _, qa in qas) for k in kinds}
-vqa_accuracy = sum(correct) / len(correct)
-print(f"VQA accuracy on {len(correct)} questions: {vqa_accuracy:.1%}")
+truths, question_kinds = [qa.answer for _, qa in qas], [qa.kind for _, qa in qas]
+by_kind = evaluation.accuracy_by_kind(answers, truths, question_kinds)
+vqa_accuracy = evaluation.answer_accuracy(answers, truths)
+print(f"VQA accuracy on {len(truths)} questions: {vqa_accuracy:.1%}")
 fig = plotting.accuracy_bars(by_kind, title="BLIP-VQA stand-in: exact-match accuracy per question kind")
 
 # %% [markdown]
@@ -207,9 +205,10 @@ photo_answers
 # %% [markdown]
 # ## Check yourself
 #
-# The first block checks the mechanics and always passes. The second checks what the trained
-# stand-ins can do: it fails on untrained placeholder weights (`vlmstudy zoo train blip-caption
-# blip-vqa` builds them).
+# The first block checks the mechanics: they hold for any weights, in every mode. The second
+# checks what the models can do: a stand-in must reach the floor its model card sets (it fails on
+# untrained placeholder weights; `vlmstudy zoo train blip-caption blip-vqa` builds them), a real
+# checkpoint is printed beside its published figure.
 
 # %%
 assert all(isinstance(c, str) for c in captions) and len(captions) == len(images)
@@ -228,15 +227,14 @@ print("mechanics: all checks passed")
 # shape" phrases its captions name (guessing a colour-shape pair among 48 is right 2 % of the time).
 
 # %%
-# Bounds these stand-ins clear (measured here: objects named right 100 %, VQA 69 %). The
-# BLIP-VQA stand-in is below the course's 0.90 target: it answers colours, counts and yes/no well
-# and positions and shapes poorly (its model card breaks the accuracy down by question kind).
-OBJECT_RECALL_BOUND, VQA_BOUND = 0.9, 0.5
+# The BLIP-VQA stand-in is below the course's 0.90 target: it answers colours, counts and yes/no
+# well and positions and shapes poorly. Its model card breaks the accuracy down by question kind,
+# so its floor here is the card's accuracy for this sample's mix of kinds.
 caption_accuracy = sum(shapes.normalize_text(c) == shapes.normalize_text(s.caption)
                        for c, s in zip(captions, scenes)) / len(scenes)
 object_recall = (sum(f"{o.color} {o.shape}" in shapes.normalize_text(c) for c, s in zip(captions, scenes) for o in s.objects)
                  / sum(len(s.objects) for s in scenes))
 print(f"exact captions {caption_accuracy:.0%}, objects named right {object_recall:.0%}, VQA {vqa_accuracy:.0%}")
-assert object_recall >= OBJECT_RECALL_BOUND, f"objects named right {object_recall:.0%}: is the stand-in trained?"
-assert vqa_accuracy >= VQA_BOUND, f"VQA accuracy {vqa_accuracy:.1%}: is the stand-in trained?"
-print("trained models: all checks passed. On to 06, BLIP-2 and InstructBLIP.")
+evaluation.check_quality(captioner, "caption_object_recall", object_recall, n=sum(len(s.objects) for s in scenes))
+evaluation.check_quality(vqa, "vqa_accuracy", vqa_accuracy, n=len(truths), kinds=question_kinds)
+print("On to 06, BLIP-2 and InstructBLIP.")

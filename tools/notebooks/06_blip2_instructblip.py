@@ -20,13 +20,12 @@
 import torch
 
 import vlmstudy
-from vlmstudy import diagrams, plotting, shapes, tasks
-from vlmstudy.generation import generate_text  # the raw call: the prompt string is sent as it is
+from vlmstudy import diagrams, evaluation, plotting, shapes, tasks
+from vlmstudy.generation import generate_text, to_model  # generate_text: the prompt string is sent as it is
 from vlmstudy.zoo.table import real_config
 
 vlmstudy.seed_everything(0)
-blip2 = tasks.get_model("blip2")
-instructblip = tasks.get_model("instructblip")
+blip2 = tasks.get_model("blip2")   # InstructBLIP comes later, once BLIP-2 has left memory
 model, processor = blip2
 print(type(model).__name__, "+", type(processor).__name__, "in", vlmstudy.get_mode(), "mode")
 fig = diagrams.draw_family("blip2")
@@ -40,12 +39,14 @@ fig = diagrams.draw_family("blip2")
 
 # %%
 scenes = shapes.make_scenes("test", 2, seed=0)
-pixel_values = processor(images=[s.render() for s in scenes], return_tensors="pt")["pixel_values"]
+# to_model: the processor returns CPU tensors; the model may sit on a GPU, in fp16
+pixel_values = to_model(model, processor(images=[s.render() for s in scenes], return_tensors="pt"))["pixel_values"]
 with torch.no_grad():
     image_features = model.vision_model(pixel_values=pixel_values).last_hidden_state
     queries = model.query_tokens.expand(len(scenes), -1, -1)
     query_output = model.qformer(query_embeds=queries, encoder_hidden_states=image_features,
-                                 encoder_attention_mask=torch.ones(image_features.shape[:2], dtype=torch.long)
+                                 encoder_attention_mask=torch.ones(image_features.shape[:2], dtype=torch.long,
+                                                                   device=image_features.device)
                                  ).last_hidden_state
     soft_prompt = model.language_projection(query_output)
 
@@ -114,9 +115,10 @@ qas = [qa for s in test for qa in shapes.questions(s)[:3]]
 qa_images = [s.render() for s in test for _ in range(3)]
 formatted = tasks.answer_batch(qa_images, [qa.question for qa in qas], model=blip2, batch_size=48, progress=False)
 bare = generate_text(model, processor, qa_images, [qa.question for qa in qas])
+truths, question_kinds = [qa.answer for qa in qas], [qa.kind for qa in qas]
 accuracy = {
-    '"Question: ... Answer:"': sum(a == qa.answer for a, qa in zip(formatted, qas)) / len(qas),
-    "bare question": sum(a == qa.answer for a, qa in zip(bare, qas)) / len(qas),
+    '"Question: ... Answer:"': evaluation.answer_accuracy(formatted, truths),
+    "bare question": evaluation.answer_accuracy(bare, truths),
 }
 for qa, f, b in list(zip(qas, formatted, bare))[:4]:
     print(f"{qa.question:40} formatted: {f!r:10} bare: {b!r:40} truth: {qa.answer}")
@@ -126,35 +128,11 @@ fig = plotting.accuracy_bars(accuracy, title=f"BLIP-2 stand-in, {len(qas)} quest
 # The real BLIP-2 (OPT) is more forgiving, because its LLM saw text of every kind, but the
 # paper's numbers are for the `Question: ... Answer:` format too: use the format the model was
 # trained or evaluated with.
-#
-# ## InstructBLIP: the Q-Former reads the instruction
-#
-# InstructBLIP ([Dai et al., 2023](https://arxiv.org/abs/2305.06500)) fine-tunes BLIP-2's
-# recipe on many tasks phrased as instructions, and gives the instruction to the **Q-Former
-# too**: the queries then extract what the instruction asks about, not a generic summary. That
-# is why its processor has two tokenizers and returns `qformer_input_ids`:
-
-# %%
-ib_model, ib_processor = instructblip
-ib_inputs = ib_processor(images=test_images[0], text="what colour is the shape on the left?", return_tensors="pt")
-print({k: tuple(v.shape) for k, v in ib_inputs.items()})
-print("Q-Former reads:", ib_processor.qformer_tokenizer.convert_ids_to_tokens(ib_inputs["qformer_input_ids"][0]))
-
-# %%
-instructions = ["describe the image.", "how many shapes are there?", "what colour is the shape on the left?",
-                "is there a red circle?"]
-for instruction in instructions:
-    print(f"{instruction:40} -> {tasks.answer(test_images[0], instruction, model=instructblip)}")
-print("truth:", test[0].caption)
-ib_answers = tasks.answer_batch(qa_images, [qa.question for qa in qas], model=instructblip, batch_size=48,
-                                progress=False)
-ib_accuracy = sum(a == qa.answer for a, qa in zip(ib_answers, qas)) / len(qas)
-print(f"InstructBLIP stand-in: {ib_accuracy:.1%} of {len(qas)} questions right")
 
 # %% [markdown]
 # ## A conversation in one prompt string, and its limits
 #
-# Neither model has a chat template. You can still write a conversation into one prompt, the
+# BLIP-2 has no chat template (nor has InstructBLIP, below). You can still write a conversation into one prompt, the
 # way the BLIP-2 paper's demos do ("Question: ... Answer: ... Question: ... Answer:"), and
 # hope the model continues it. Here are ShapesWorld dialogues whose second question ("and what
 # colour is it?") only makes sense with the first:
@@ -169,7 +147,7 @@ alone = tasks.answer_batch([s.render() for s in dialogue_scenes], [d[1][0] for d
                            progress=False)
 for d, f, a in list(zip(dialogues, follow_ups, alone))[:4]:
     print(f"{d[0][0]} {d[0][1]} | {d[1][0]:24} with history: {f!r:10} alone: {a!r:10} truth: {d[1][1]}")
-conversation_accuracy = sum(f == d[1][1] for f, d in zip(follow_ups, dialogues)) / len(dialogues)
+conversation_accuracy = evaluation.answer_accuracy(follow_ups, [d[1][1] for d in dialogues])
 print(f"follow-ups answered right with the history in the prompt: {conversation_accuracy:.0%}")
 
 # %% [markdown]
@@ -177,7 +155,7 @@ print(f"follow-ups answered right with the history in the prompt: {conversation_
 # so whatever it answers is an accident of the format; the real BLIP-2 does somewhat better
 # because OPT has read dialogues, but:
 #
-# * there is **no chat template**: you invent the format, and a format the model was not tuned
+# * there is **no chat template** (in InstructBLIP either): you invent the format, and a format the model was not tuned
 #   on costs accuracy (as the bare-question experiment above showed);
 # * the **Q-Former sees the image once**, without the question (BLIP-2) or with the last
 #   instruction only (InstructBLIP): the 32 query vectors cannot go back and look for what a
@@ -186,6 +164,40 @@ print(f"follow-ups answered right with the history in the prompt: {conversation_
 #
 # LLaVA ([notebook 07](07_llava.ipynb)) is trained on multi-turn conversations through its
 # chat template; that is what makes follow-ups work there.
+
+# %% [markdown]
+# ## InstructBLIP: the Q-Former reads the instruction
+#
+# InstructBLIP ([Dai et al., 2023](https://arxiv.org/abs/2305.06500)) fine-tunes BLIP-2's
+# recipe on many tasks phrased as instructions, and gives the instruction to the **Q-Former
+# too**: the queries then extract what the instruction asks about, not a generic summary. That
+# is why its processor has two tokenizers and returns `qformer_input_ids`.
+#
+# The real InstructBLIP has 7 billion parameters and the real BLIP-2 almost 4, too much for
+# most machines together: BLIP-2 leaves memory first. We keep its config and image token for the
+# checks at the end and drop every reference to the model (`tasks.get_model` keeps only one large
+# model loaded in hub mode anyway, but a variable that still holds it would keep it alive).
+
+# %%
+blip2_config, blip2_image_token = model.config, str(processor.image_token)
+del model, processor, blip2
+tasks.clear_cache()
+instructblip = tasks.get_model("instructblip")
+ib_model, ib_processor = instructblip
+ib_inputs = ib_processor(images=test_images[0], text="what colour is the shape on the left?", return_tensors="pt")
+print({k: tuple(v.shape) for k, v in ib_inputs.items()})
+print("Q-Former reads:", ib_processor.qformer_tokenizer.convert_ids_to_tokens(ib_inputs["qformer_input_ids"][0]))
+
+# %%
+instructions = ["describe the image.", "how many shapes are there?", "what colour is the shape on the left?",
+                "is there a red circle?"]
+for instruction in instructions:
+    print(f"{instruction:40} -> {tasks.answer(test_images[0], instruction, model=instructblip)}")
+print("truth:", test[0].caption)
+ib_answers = tasks.answer_batch(qa_images, [qa.question for qa in qas], model=instructblip, batch_size=48,
+                                progress=False)
+ib_accuracy = evaluation.answer_accuracy(ib_answers, truths)
+print(f"InstructBLIP stand-in: {ib_accuracy:.1%} of {len(qas)} questions right")
 
 # %% [markdown]
 # ## On a real photo
@@ -217,29 +229,31 @@ photo_answers
 # %% [markdown]
 # ## Check yourself
 #
-# The first block checks the mechanics and always passes. The second checks what the trained
-# stand-ins can do: it fails on untrained placeholder weights (`vlmstudy zoo train blip2
-# instructblip` builds them).
+# The first block checks the mechanics: they hold for any weights, in every mode. The second
+# checks what the models can do: a stand-in must reach the floor its model card sets (it fails
+# on untrained placeholder weights; `vlmstudy zoo train blip2 instructblip` builds them), a real
+# checkpoint is printed beside its published figure.
 
 # %%
-B, Q = len(scenes), model.config.num_query_tokens
+B, Q = len(scenes), blip2_config.num_query_tokens
 assert image_features.shape == (B, n_patches + 1, vc.hidden_size)
-assert query_output.shape == (B, Q, model.config.qformer_config.hidden_size)
-assert soft_prompt.shape == (B, Q, model.config.text_config.hidden_size)
+assert query_output.shape == (B, Q, blip2_config.qformer_config.hidden_size)
+assert soft_prompt.shape == (B, Q, blip2_config.text_config.hidden_size)
 assert torch.allclose(features.pooler_output, soft_prompt, atol=1e-5), "our walk = get_image_features"
-assert tokens.count(str(processor.image_token)) == Q
+assert tokens.count(blip2_image_token) == Q
 assert prompt == "Question: what shape is on the left? Answer:"
 assert "qformer_input_ids" in ib_inputs and len(follow_ups) == len(dialogues)
 print("mechanics: all checks passed")
 
 # %% [markdown]
-# What the trained stand-ins can do. On all test scenes they are below the course's 0.85 VQA
+# What the models can do. On all test scenes the stand-ins are below the course's 0.85 VQA
 # target (0.60 and 0.65; their model cards in `assets/models/` break it down by question kind),
-# and BLIP-2 rarely gets a whole caption exactly right. Here, on these questions, they reach
-# 0.85 (measured when this was written); the bounds below leave room for the sample.
+# and BLIP-2 rarely gets a whole caption exactly right. These questions are of three kinds
+# (count, colour, shape) that they answer better than the average, so each floor is the card's
+# accuracy for this sample's mix of kinds. The card does not measure BLIP-2's captions or the
+# prompt-format gain: their floors are stated here.
 
 # %%
-BLIP2_OBJECT_RECALL_BOUND, BLIP2_VQA_BOUND, INSTRUCTBLIP_VQA_BOUND = 0.4, 0.6, 0.6
 blip2_caption_accuracy = sum(shapes.normalize_text(c) == shapes.normalize_text(s.caption)
                              for c, s in zip(blip2_captions, test)) / len(test)
 blip2_object_recall = (sum(f"{o.color} {o.shape}" in shapes.normalize_text(c)
@@ -247,8 +261,9 @@ blip2_object_recall = (sum(f"{o.color} {o.shape}" in shapes.normalize_text(c)
                        / sum(len(s.objects) for s in test))
 print(f"BLIP-2 captions: exact {blip2_caption_accuracy:.0%}, objects named right {blip2_object_recall:.0%}; "
       f"VQA {accuracy}; InstructBLIP VQA {ib_accuracy:.0%}")
-assert blip2_object_recall >= BLIP2_OBJECT_RECALL_BOUND, f"BLIP-2 objects named right {blip2_object_recall:.0%}"
-assert accuracy['"Question: ... Answer:"'] >= BLIP2_VQA_BOUND, f"BLIP-2 VQA {accuracy}: is it trained?"
-assert accuracy['"Question: ... Answer:"'] > accuracy["bare question"], "the trained format should win"
-assert ib_accuracy >= INSTRUCTBLIP_VQA_BOUND, f"InstructBLIP VQA {ib_accuracy:.1%}: is it trained?"
-print("trained models: all checks passed. On to 07, LLaVA.")
+evaluation.check_quality("blip2", "caption objects named right", blip2_object_recall, floor=0.4)
+evaluation.check_quality("blip2", "vqa_accuracy", accuracy['"Question: ... Answer:"'], n=len(qas), kinds=question_kinds)
+evaluation.check_quality("blip2", "gain of the trained prompt format over the bare question",
+                         accuracy['"Question: ... Answer:"'] - accuracy["bare question"], floor=1 / len(qas))
+evaluation.check_quality(instructblip, "vqa_accuracy", ib_accuracy, n=len(qas), kinds=question_kinds)
+print("On to 07, LLaVA.")

@@ -16,7 +16,8 @@ import numpy as np
 import torch
 
 import vlmstudy
-from vlmstudy import attention, plotting, shapes
+from vlmstudy import attention, evaluation, plotting, shapes
+from vlmstudy.generation import to_model
 
 vlmstudy.seed_everything(0)
 torch.set_grad_enabled(False)   # only the relevancy maps need gradients; they switch them on themselves
@@ -54,10 +55,10 @@ block = model.text_decoder.bert.encoder.layer[0].crossattention   # a BlipTextAt
 seen = []
 hook = block.register_forward_hook(lambda mod, args, kwargs, out: seen.append((args[0], kwargs, out)),
                                    with_kwargs=True)
-pixels = processor(images=image, return_tensors="pt")["pixel_values"]
+pixels = to_model(model, processor(images=image, return_tensors="pt"))["pixel_values"]   # on the model's device
 caption_ids = processor.tokenizer(scene.caption, add_special_tokens=False).input_ids
-ids = torch.tensor([[model.config.text_config.bos_token_id] + caption_ids])
-image_tokens = model.vision_model(pixel_values=pixels)[0]          # (1, 65, 128): CLS + 8 x 8 patches
+ids = torch.tensor([[model.config.text_config.bos_token_id] + caption_ids], device=pixels.device)
+image_tokens = model.vision_model(pixel_values=pixels)[0]          # (1, 1 + patches, width): CLS + one per patch
 model.text_decoder(input_ids=ids, encoder_hidden_states=image_tokens)
 hook.remove()
 x, kwargs, (library_out, library_weights) = seen[0]
@@ -88,25 +89,28 @@ assert torch.allclose(ours, library_out, atol=1e-5) and torch.allclose(weights, 
 # %% [markdown]
 # The same as a reusable module: `attention.CrossAttention(dim_q, dim_kv, heads)` returns the
 # output and the weights `(B, heads, T, N)`; `CrossAttention.from_hf(layer)` copies a real layer.
-# The BLIP-2 **Q-Former** uses the same block: its 8 learned query tokens cross-attend to the
-# image in every layer (the image tokens are wider than the queries in the real BLIP-2: 1408 vs
-# 768, which is why `dim_kv` is separate).
+# Every layer of BLIP's decoder has one such block, each with its own weights: the last one
+# reads the text tokens after all the layers below it. The BLIP-2 **Q-Former** (notebook 06)
+# uses the same block with learned query tokens in the text's place; there the image tokens are
+# wider than the queries (1408 vs 768 in the real BLIP-2), which is why `dim_kv` is separate.
 
 # %%
 mine = attention.CrossAttention.from_hf(block)
 out, w = mine(x, c)
 print("BLIP decoder layer 0:", (out - library_out).abs().max().item())
 
-blip2_model, blip2_processor = vlmstudy.load("blip2")
-q_block = blip2_model.qformer.encoder.layer[0].crossattention
-queries = blip2_model.query_tokens                                 # (1, 8, 128): the learned queries
-q_pixels = blip2_processor.image_processor(images=image, return_tensors="pt")["pixel_values"]
-q_image = blip2_model.vision_model(pixel_values=q_pixels)[0]
-q_library = q_block(queries, encoder_hidden_states=q_image)
-q_library = q_library[0] if isinstance(q_library, tuple) else q_library
-q_ours, q_weights = attention.CrossAttention.from_hf(q_block)(queries, q_image)
-print("Q-Former layer 0:     ", (q_ours - q_library).abs().max().item(), " weights", tuple(q_weights.shape))
-assert (out - library_out).abs().max() < 1e-5 and (q_ours - q_library).abs().max() < 1e-5
+layers = model.text_decoder.bert.encoder.layer
+last_block = layers[-1].crossattention
+seen_last = []
+hook = last_block.register_forward_hook(lambda mod, args, kwargs, out: seen_last.append((args[0], out[0])),
+                                        with_kwargs=True)
+model.text_decoder(input_ids=ids, encoder_hidden_states=image_tokens)
+hook.remove()
+x_last, last_library = seen_last[0]
+last_ours, last_weights = attention.CrossAttention.from_hf(last_block)(x_last, c)
+print(f"BLIP decoder layer {len(layers) - 1}:", (last_ours - last_library).abs().max().item(),
+      " weights", tuple(last_weights.shape))
+assert (out - library_out).abs().max() < 1e-5 and (last_ours - last_library).abs().max() < 1e-5
 
 # %% [markdown]
 # ## 2. CLIP: what does the CLS token look at?
@@ -312,11 +316,16 @@ best = max(scored, key=lambda r: r["accuracy"])
 best_blind = max((r for r in scored if not r["text_conditioned"]), key=lambda r: r["accuracy"])
 chance = rows[-1]["accuracy"]
 assert (ours - library_out).abs().max() < 1e-5, "the from-scratch cross-attention should match BLIP's layer"
-assert (q_ours - q_library).abs().max() < 1e-5, "the from-scratch cross-attention should match the Q-Former's layer"
-assert relevancy.shape == (len(texts), 8, 8) and words.maps.shape == (len(words.tokens), 8, 8)
+assert (last_ours - last_library).abs().max() < 1e-5, "the from-scratch cross-attention should match every BLIP layer"
+clip_grid, blip_grid = attention.patch_grid(clip_model), attention.patch_grid(blip[0])   # from each model's config
+assert relevancy.shape == (len(texts), clip_grid, clip_grid) and words.maps.shape == (len(words.tokens), blip_grid, blip_grid)
 assert np.allclose(relevancy.reshape(len(texts), -1).max(-1), 1.0), "maps are scaled to [0, 1]"
 assert oracle.accuracy == 1.0 and wrong.accuracy == 0.0, "the pointing game's scoring is off"
-assert best["accuracy"] > 2 * chance, f"the best method ({best['method']}) should beat chance ({chance:.2f}) clearly"
-assert best["text_conditioned"] and best["accuracy"] > best_blind["accuracy"], "reading the text should help"
-print(f"All set: best method {best['method']!r} points right {best['accuracy']:.0%} of the time "
-      f"(chance {chance:.0%}). On to 10.")
+print("mechanics: all checks passed")
+# Quality: the stand-ins' best method must beat chance clearly (twice the chance level) and the
+# best method that never reads the text by at least one hit. Their model cards do not measure the
+# pointing game, so the floor is stated here; with real checkpoints it is printed, not asserted.
+evaluation.check_quality(best["model"], f"pointing game ({best['method']})", best["accuracy"],
+                         floor=max(2 * chance, best_blind["accuracy"] + 1 / best["trials"]))
+print(f"best method {best['method']!r} points right {best['accuracy']:.0%} of the time "
+      f"(chance {chance:.0%}, best text-blind method {best_blind['accuracy']:.0%}). On to 10.")

@@ -14,7 +14,7 @@
 
 # %%
 import vlmstudy
-from vlmstudy import checklist, plotting, widgets
+from vlmstudy import checklist, evaluation, plotting, widgets
 
 vlmstudy.seed_everything(0)
 run = checklist.run_checklist(n_images=10, progress=False)   # 10 test images x 3 prompts x 5 models, greedy
@@ -141,12 +141,14 @@ photo_grid
 # %% [markdown]
 # ## Check yourself
 #
-# The first block checks the mechanics and always passes. The second checks that the stand-ins
-# are trained; it fails on untrained placeholder weights (`vlmstudy zoo train --all` builds them).
+# The first block checks the mechanics: they hold for any weights, in every mode. The second
+# checks what the models can do: each stand-in must reach the floor its model card sets (it fails
+# on untrained placeholder weights; `vlmstudy zoo train --all` builds them), a real checkpoint is
+# printed beside its published figure.
 
 # %%
 assert len(run.scenes) >= 10 and len(run.prompts) == 3 and len(run.results) == 10 * 3 * len(run.models)
-assert all(r.correct == (vlmstudy.shapes.normalize_text(r.answer) == r.truth) for r in run.results)
+assert all(r.correct == evaluation.answer_matches(r.answer, r.truth) for r in run.results)
 assert len(failures) == 5 and all(not f.result.correct for f in failures), "five wrong answers, found automatically"
 assert all(f.hypothesis and f.category for f in failures)
 html_text = report.read_text()
@@ -157,11 +159,13 @@ assert "could not use notes.txt" in demo.picker.message.value
 print("mechanics: all checks passed")
 
 # %%
-# Bounds the trained stand-ins clear by far (measured: 0.70 to 0.97 per model on this grid);
-# guessing among 8 colours / 6 shapes / 3 counts would score about 0.2.
-ACCURACY_BOUND = 0.4
+# Each model's floor: its card's accuracy (per question kind where the card has it) minus two
+# standard errors of its 30 answers here. Guessing among 8 colours / 6 shapes / 3 counts would
+# score about 0.2.
 mean_accuracy = sum(r.correct for r in run.results) / len(run.results)
 print(f"mean accuracy over the grid {mean_accuracy:.2f}")
-assert mean_accuracy > ACCURACY_BOUND, f"mean accuracy {mean_accuracy:.2f}: are the stand-ins trained?"
-assert max(run.accuracy().values()) > 0.6, "at least one model should answer most of these"
-print("trained models: all checks passed. That is the end of the course: try the demos on your own pictures.")
+for name in run.models:
+    rows = [r for r in run.results if r.model == name]
+    evaluation.check_quality(name, checklist.CARD_METRICS[name], sum(r.correct for r in rows) / len(rows),
+                             n=len(rows), kinds=[r.kind for r in rows])
+print("That is the end of the course: try the demos on your own pictures.")

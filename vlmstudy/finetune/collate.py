@@ -179,7 +179,8 @@ class EncodedDataset(torch.utils.data.Dataset):
     """Examples encoded once, on first use, and kept (the course's datasets are small)."""
 
     def __init__(self, examples: Sequence[Example], processor, fam: str, caption_prompt: str | None = None,
-                 bos_token_id: int | None = None, max_length: int | None = None):
+                 bos_token_id: int | None = None, max_length: int | None = None, resize: Sequence[int] | None = None):
+        self.resize = tuple(resize) if resize else None   # (width, height) before the processor (the guide's resize)
         self.examples = list(examples)
         self.processor, self.fam = processor, fam
         self.kwargs = dict(caption_prompt=caption_prompt, bos_token_id=bos_token_id, max_length=max_length)
@@ -199,5 +200,6 @@ class EncodedDataset(torch.utils.data.Dataset):
         src = self.examples[i].image
         key = src if isinstance(src, str) else id(src)
         if key not in self._images:
-            self._images[key] = load_image(src)
+            image = load_image(src)
+            self._images[key] = image.resize(self.resize) if self.resize else image
         return self._images[key]

@@ -29,6 +29,21 @@
       gradient_accumulation: 1
       ...
 
+The fine-tuning guide's own layout is accepted beside this one and translated key by key
+(:data:`GUIDE_KEYS`)::
+
+    model_name: llava-hf/llava-1.5-7b-hf    # -> model
+    model_type: llava                       # checked against the loaded model's family
+    dataset_path: data/multimodal_train.json   # -> data.path
+    output_dir: outputs/llava_finetuned
+    lora: {use_lora: true, r: 16, lora_alpha: 32}          # lora_alpha -> lora.alpha
+    training: {batch_size: 4, gradient_accumulation_steps: 4}   # -> training.gradient_accumulation
+    advanced: {gradient_checkpointing: true}                # -> training.gradient_checkpointing
+    image_processing: {resize: [224, 224]}                  # -> data.resize
+
+``lora.use_lora: false`` trains the language model's own weights instead of adapters (full
+fine-tuning of what fits: the vision tower stays frozen); the run says so when it starts.
+
 Every problem is collected and reported together in one :class:`~vlmstudy.errors.ConfigError`
 that names the key (``training.batch_size``) and what is allowed; an unknown key gets a "did you
 mean" hint. Relative paths are relative to the current folder; the copy a run saves in its
@@ -54,7 +69,30 @@ from ..errors import ConfigError
 QUANTIZATIONS: tuple[str, ...] = ("none", "nf4", "int8")
 SCHEDULERS: tuple[str, ...] = ("constant", "linear", "cosine")
 OPTIMIZERS: tuple[str, ...] = ("adamw", "paged_adamw_8bit")
-DATA_FORMATS: tuple[str, ...] = ("caption", "vqa", "instruction")
+DATA_FORMATS: tuple[str, ...] = ("caption", "vqa", "instruction", "text", "conversations")
+MIXED_PRECISIONS: tuple[str, ...] = ("no", "fp16", "bf16")
+#: ``model_type`` values (the guide's) and the model families each one names.
+MODEL_TYPES: dict[str, tuple[str, ...]] = {
+    "llava": ("llava", "llava-next"), "llava-next": ("llava-next",), "blip2": ("blip2",),
+    "instructblip": ("instructblip",), "blip": ("blip-caption", "blip-vqa"), "blip-caption": ("blip-caption",),
+    "blip-vqa": ("blip-vqa",),
+}
+#: The guide's config keys and the keys they mean here (dotted). ``advanced.fp16`` / ``advanced.bf16``
+#: (true / false) set ``training.mixed_precision``.
+GUIDE_KEYS: dict[str, str] = {
+    "model_name": "model", "dataset_path": "data.path",
+    "lora.lora_alpha": "lora.alpha", "lora.lora_dropout": "lora.dropout",
+    "training.gradient_accumulation_steps": "training.gradient_accumulation",
+    "training.num_epochs": "training.epochs", "training.num_train_epochs": "training.epochs",
+    "advanced.gradient_checkpointing": "training.gradient_checkpointing",
+    "advanced.mixed_precision": "training.mixed_precision",
+    "image_processing.resize": "data.resize",
+}
+GUIDE_SECTIONS: tuple[str, ...] = ("advanced", "image_processing")
+#: A config file larger than this, or whose YAML aliases expand to more nodes, is refused
+#: (a "billion laughs" alias bomb expands a few hundred bytes into gigabytes).
+MAX_CONFIG_BYTES = 1_000_000
+MAX_YAML_NODES = 100_000
 
 
 @dataclass
@@ -67,6 +105,8 @@ class DataConfig:
     skip_invalid: bool = False
     max_problems: int = 10
     prompt: str | None = None
+    allow_outside_root: bool = False
+    resize: list[int] | None = None
 
 
 @dataclass
@@ -77,6 +117,7 @@ class LoraSettings:
     target_modules: str | list[str] = "all-linear"
     modules_to_save: list[str] = field(default_factory=list)
     trainable_tokens: list[str] = field(default_factory=list)
+    use_lora: bool = True
 
 
 @dataclass
@@ -92,6 +133,7 @@ class TrainingConfig:
     max_grad_norm: float | None = 1.0
     optimizer: str = "adamw"
     gradient_checkpointing: bool = False
+    mixed_precision: str = "no"
     eval_every: int | None = None
     save_every: int | None = None
     keep_checkpoints: int | None = None
@@ -108,6 +150,7 @@ class FinetuneConfig:
     output_dir: str = ""
     seed: int = 0
     quantization: str = "none"
+    model_type: str | None = None   # the guide's llava | blip2 | instructblip ...: checked against the model
     data: DataConfig = field(default_factory=DataConfig)
     lora: LoraSettings = field(default_factory=LoraSettings)
     training: TrainingConfig = field(default_factory=TrainingConfig)
@@ -162,7 +205,9 @@ def _unknown(key: str, allowed) -> str:
     if elsewhere:
         hint = f" Did you mean {elsewhere[0]!r}?"
     else:
-        close = difflib.get_close_matches(name, [a.rsplit(".", 1)[-1] for a in allowed], n=1, cutoff=0.6)
+        section = key.rpartition(".")[0]
+        guide = [k.rsplit(".", 1)[-1] for k in GUIDE_KEYS if k.rpartition(".")[0] == section]
+        close = difflib.get_close_matches(name, [a.rsplit(".", 1)[-1] for a in allowed] + guide, n=1, cutoff=0.6)
         prefix = key.rsplit(".", 1)[0] + "." if "." in key else ""
         hint = f" Did you mean {prefix + close[0]!r}?" if close else ""
     return f"unknown key {key!r}.{hint} Allowed here: {', '.join(a.rsplit('.', 1)[-1] for a in allowed)}"
@@ -250,6 +295,8 @@ def _validate(cfg: FinetuneConfig) -> list[str]:
     if not _is_int(cfg.seed):
         p.append(f"seed must be an integer; got {cfg.seed!r}")
     _choice(p, "quantization", cfg.quantization, QUANTIZATIONS)
+    if cfg.model_type is not None:
+        _choice(p, "model_type", cfg.model_type, tuple(MODEL_TYPES))
     d = cfg.data
     if d.format is not None:
         _choice(p, "data.format", d.format, DATA_FORMATS)
@@ -266,6 +313,12 @@ def _validate(cfg: FinetuneConfig) -> list[str]:
     if not isinstance(d.skip_invalid, bool):
         p.append(f"data.skip_invalid must be true or false; got {d.skip_invalid!r}")
     _int_at_least(p, "data.max_problems", d.max_problems, 1)
+    if not isinstance(d.allow_outside_root, bool):
+        p.append(f"data.allow_outside_root must be true or false; got {d.allow_outside_root!r}")
+    if d.resize is not None and not (isinstance(d.resize, list) and len(d.resize) == 2
+                                     and all(_is_int(v) and 8 <= v <= 4096 for v in d.resize)):
+        p.append(f"data.resize (image_processing.resize) must be [width, height], two integers from 8 to 4096, "
+                 f"or null; got {d.resize!r}")
     lo = cfg.lora
     _int_at_least(p, "lora.r", lo.r, 1)
     _num_range(p, "lora.alpha", lo.alpha, 0, None, low_open=True)
@@ -281,6 +334,11 @@ def _validate(cfg: FinetuneConfig) -> list[str]:
                      "model)")
     _str_list(p, "lora.modules_to_save", lo.modules_to_save)
     _str_list(p, "lora.trainable_tokens", lo.trainable_tokens)
+    if not isinstance(lo.use_lora, bool):
+        p.append(f"lora.use_lora must be true or false; got {lo.use_lora!r}")
+    elif not lo.use_lora and cfg.quantization != "none":
+        p.append("lora.use_lora: false (full fine-tuning) cannot train quantized weights: set quantization: none, "
+                 "or keep LoRA for QLoRA")
     t = cfg.training
     _num_range(p, "training.learning_rate", t.learning_rate, 0, 1, low_open=True)
     _num_range(p, "training.epochs", t.epochs, 0, None, low_open=True)
@@ -294,6 +352,7 @@ def _validate(cfg: FinetuneConfig) -> list[str]:
     _choice(p, "training.optimizer", t.optimizer, OPTIMIZERS)
     if not isinstance(t.gradient_checkpointing, bool):
         p.append(f"training.gradient_checkpointing must be true or false; got {t.gradient_checkpointing!r}")
+    _choice(p, "training.mixed_precision", t.mixed_precision, MIXED_PRECISIONS)
     _int_at_least(p, "training.eval_every", t.eval_every, 1, none_ok=True)
     _int_at_least(p, "training.save_every", t.save_every, 1, none_ok=True)
     _int_at_least(p, "training.keep_checkpoints", t.keep_checkpoints, 1, none_ok=True)
@@ -315,23 +374,19 @@ def load_config(source: str | Path | dict | FinetuneConfig, **overrides) -> Fine
     elif isinstance(source, dict):
         raw, where = copy.deepcopy(source), "config"
     else:
-        import yaml
-
         path = Path(source)
         if not path.is_file():
             raise ConfigError(f"Config file not found: {path}. The examples are in configs/*.yaml.")
-        try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except yaml.YAMLError as err:
-            raise ConfigError(f"{path} is not valid YAML: {' '.join(str(err).split())}") from None
+        raw = read_yaml(path)
         where = str(path)
         if raw is None:
             raw = {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{where} must be a mapping of keys (model:, data:, lora:, training: ...), not "
                           f"{type(raw).__name__}.")
-    raw = apply_overrides(raw, overrides) if overrides else raw
-    problems: list[str] = []
+    raw, problems = translate_guide_layout(raw)
+    if overrides:   # after the translation, so that an override wins over the file's guide-spelled key
+        raw = apply_overrides(raw, {GUIDE_KEYS.get(k, k): v for k, v in overrides.items()})
     top = {}
     for key, value in raw.items():
         if key not in TOP_KEYS:
@@ -375,3 +430,125 @@ def _coerce_numbers(cfg: FinetuneConfig) -> None:
                 setattr(obj, key, float(value))
             except ValueError:
                 pass
+
+
+# ----------------------------------------------------------------------------- reading YAML safely
+
+def read_yaml(path: Path):
+    """A YAML file's content through PyYAML's safe loader, refusing files over
+    :data:`MAX_CONFIG_BYTES`, alias graphs that expand past :data:`MAX_YAML_NODES` nodes, and
+    recursive aliases, before anything is built from them."""
+    import yaml
+
+    size = path.stat().st_size
+    if size > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path} is {size:,} bytes; a fine-tuning config is a few hundred. Refusing files over "
+                          f"{MAX_CONFIG_BYTES:,} bytes.")
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path} is not UTF-8 text (byte {err.start}); save it as UTF-8.") from None
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_expanded_size(node, path)
+        return loader.construct_document(node)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path} is not valid YAML: {' '.join(str(err).split())}") from None
+    except RecursionError:
+        raise ConfigError(f"{path} nests too deeply to read; a config has two levels (section: key: value).") from None
+    finally:
+        loader.dispose()
+
+
+def _check_expanded_size(root, path: Path) -> None:
+    """Count the nodes ``root`` stands for once every alias is expanded (shared nodes counted
+    once per use), without expanding anything: sizes are memoised per node."""
+    import yaml
+
+    sizes: dict[int, int] = {}
+    stack: list[tuple[object, bool]] = [(root, False)]
+    on_path: set[int] = set()
+    while stack:
+        node, done = stack.pop()
+        key = id(node)
+        children = []
+        if isinstance(node, yaml.SequenceNode):
+            children = list(node.value)
+        elif isinstance(node, yaml.MappingNode):
+            children = [n for pair in node.value for n in pair]
+        if done:
+            on_path.discard(key)
+            sizes[key] = 1 + sum(sizes[id(c)] for c in children)
+            if sizes[key] > MAX_YAML_NODES:
+                raise ConfigError(f"{path}: its YAML aliases (*name) expand to more than {MAX_YAML_NODES:,} values "
+                                  "(an alias bomb, 'billion laughs'). Write the config out without nested aliases.")
+            continue
+        if key in sizes:
+            continue
+        if key in on_path:
+            raise ConfigError(f"{path}: a YAML alias refers to itself (a recursive structure); a config cannot "
+                              "hold one.")
+        on_path.add(key)
+        stack.append((node, True))
+        stack.extend((c, False) for c in children if id(c) not in sizes)
+
+
+# ----------------------------------------------------------------------------- the guide's layout
+
+def translate_guide_layout(raw: dict) -> tuple[dict, list[str]]:
+    """``raw`` with the guide's keys (:data:`GUIDE_KEYS`) moved to the ones used here, and the
+    problems found on the way (an unknown key in a guide-only section, a key given twice with two
+    values). Keys of this module's own layout pass through unchanged."""
+    out = copy.deepcopy(raw)
+    problems: list[str] = []
+
+    def put(dotted: str, value, origin: str) -> None:
+        section, _, name = dotted.rpartition(".")
+        node = out
+        if section:
+            if out.get(section) is None:
+                out[section] = {}
+            if not isinstance(out[section], dict):
+                return   # reported as "must be a mapping" by load_config
+            node = out[section]
+        if name in node and node[name] != value:
+            problems.append(f"{origin} and {dotted} are the same setting and both are given ({value!r} and "
+                            f"{node[name]!r}): keep one")
+        else:
+            node[name] = value
+
+    for alias, target in GUIDE_KEYS.items():
+        section, _, name = alias.rpartition(".")
+        if section in GUIDE_SECTIONS:
+            continue
+        holder = out if not section else out.get(section)
+        if isinstance(holder, dict) and name in holder:
+            put(target, holder.pop(name), alias)
+    for section in GUIDE_SECTIONS:
+        if section not in out:
+            continue
+        body = out.pop(section)
+        if body is None:
+            continue
+        if not isinstance(body, dict):
+            problems.append(f"{section} must be a mapping of keys; got {body!r}")
+            continue
+        for name, value in body.items():
+            alias = f"{section}.{name}"
+            if alias in GUIDE_KEYS:
+                put(GUIDE_KEYS[alias], value, alias)
+            elif section == "advanced" and name in ("fp16", "bf16"):
+                if not isinstance(value, bool):
+                    problems.append(f"{alias} must be true or false; got {value!r}")
+                elif value:
+                    put("training.mixed_precision", name, alias)
+            else:
+                allowed = [k.split(".", 1)[1] for k in GUIDE_KEYS if k.startswith(section + ".")]
+                allowed += ["fp16", "bf16"] if section == "advanced" else []
+                close = difflib.get_close_matches(str(name), allowed, n=1, cutoff=0.6)
+                hint = f" Did you mean {section + '.' + close[0]!r}?" if close else ""
+                problems.append(f"unknown key {alias!r}.{hint} Allowed here: {', '.join(allowed)}")
+    return out, problems

@@ -239,6 +239,38 @@ def lora_config(model, processor, r: int = 8, alpha: float = 16, dropout: float 
                       modules_to_save=save or None, trainable_token_indices=token_indices, bias="none")
 
 
+def apply_full_finetuning(model):
+    """``lora.use_lora: false``: train the language model's own weights (every parameter under
+    :data:`LANGUAGE_MODEL_PREFIXES`; the vision tower, Q-Former and projector stay frozen). This is
+    "full fine-tuning of what fits": the weights plus two AdamW moments per trained number must fit
+    in memory, about 16 bytes per parameter in fp32. Returns ``model`` itself."""
+    prefixes = LANGUAGE_MODEL_PREFIXES[family(model)]
+    for name, p in model.named_parameters():
+        p.requires_grad_(any(name.startswith(prefix + ".") for prefix in prefixes))
+    return model
+
+
+def save_final_model(model, processor, out_dir: str | Path, adapter: str | Path | None = None,
+                     quantized: bool = False) -> Path:
+    """The fine-tuned model on its own in ``out_dir``, loadable by ``vlmstudy.load(out_dir)``
+    (safetensors + its processor): a LoRA model with its adapter merged into a copy of the base
+    (the trained model in memory keeps its adapter), a fully fine-tuned model as it is. A QLoRA
+    model's 4-bit base cannot take the merge without rounding the update away, so ``adapter`` is
+    merged into a freshly loaded full-precision base instead (:func:`merge_adapter`)."""
+    import copy
+
+    out = Path(out_dir)
+    if quantized and adapter is not None:
+        return merge_adapter(adapter, out)
+    if hasattr(model, "merge_and_unload"):
+        with quiet_peft():
+            model = copy.deepcopy(model).merge_and_unload()
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(str(out))
+    processor.save_pretrained(str(out))
+    return out
+
+
 def apply_lora(model, processor, **settings):
     """Wrap ``model`` with LoRA adapters (``settings``: see :func:`lora_config`); everything
     else is frozen. Returns the ``peft.PeftModel``."""

@@ -178,6 +178,25 @@ def load(
         raise ModelUnavailableError(f"Could not load the model in {source!r}: {err}") from None
 
 
+def load_processor(name: str, mode: str | None = None):
+    """Only the processor of a model (tokenizer, image processor, chat template), no weights:
+    enough to count image tokens or render a prompt without a second large model in memory.
+    ``name`` and ``mode`` as for :func:`load`; the local Hub cache is tried first."""
+    source, card = resolve_source(name, mode)
+    on_hub = card is not None and source == card.hub_id
+    try:
+        return AutoProcessor.from_pretrained(source, trust_remote_code=False, local_files_only=on_hub)
+    except _hub_errors() as err:
+        if not on_hub:
+            raise ModelUnavailableError(f"Could not load the processor in {source!r}: {err}") from None
+        if not hub_reachable():
+            raise _hub_error(source, err) from None
+    try:
+        return AutoProcessor.from_pretrained(source, trust_remote_code=False)
+    except _hub_errors() as err:
+        raise _hub_error(source, err) from None
+
+
 def _load_from(source: str, card: ModelCard | None, device: str, dtype: torch.dtype, model_kwargs: dict):
     processor_kwargs = {k: model_kwargs[k] for k in ("trust_remote_code", "local_files_only") if k in model_kwargs}
     processor = AutoProcessor.from_pretrained(source, **processor_kwargs)

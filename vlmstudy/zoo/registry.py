@@ -51,8 +51,13 @@ class ModelCard:
     real_config: dict = field(default_factory=dict, compare=False, repr=False)
 
     @property
-    def stand_in_dir(self) -> Path:
-        return settings.MODELS_DIR / self.stand_in
+    def stand_in_dir(self) -> Path | None:
+        return settings.MODELS_DIR / self.stand_in if self.stand_in else None
+
+    @property
+    def has_stand_in(self) -> bool:
+        """False for the cards of :data:`LARGER_CARDS` that say "no stand-in" (hub mode only)."""
+        return bool(self.stand_in)
 
     @property
     def model_type(self) -> str:
@@ -60,7 +65,7 @@ class ModelCard:
 
     def is_present(self) -> bool:
         """True when the tiny stand-in's weights are on disk."""
-        return (self.stand_in_dir / "model.safetensors").exists()
+        return self.has_stand_in and (self.stand_in_dir / "model.safetensors").exists()
 
 
 CARDS: tuple[ModelCard, ...] = (
@@ -150,17 +155,54 @@ CARDS: tuple[ModelCard, ...] = (
 )
 
 
+_LLAMA_13B = dict(_LLAMA_7B, hidden_size=5120, intermediate_size=13824, num_hidden_layers=40, num_attention_heads=40,
+                  num_key_value_heads=40)
+
+#: The fine-tuning guide's other checkpoints: the zoo finds them by name and Hub id (hub mode,
+#: meta-device size and memory estimates, ``vlmstudy finetune --estimate``), but they are not in
+#: :data:`CARDS` (the course's syllabus, one trained stand-in each). LLaVA-1.5-13B has the 7B's
+#: architecture at a larger width, so the tiny LLaVA stands in for it too; BLIP-2 Flan-T5 has a T5
+#: encoder-decoder where the zoo's tiny BLIP-2 has OPT, so it has **no stand-in** (``stand_in=""``:
+#: tiny mode refuses it with a message, hub mode loads the real one).
+LARGER_CARDS: tuple[ModelCard, ...] = (
+    ModelCard(
+        "llava-13b", "llava-hf/llava-1.5-13b-hf", "projector + LLM",
+        ("chat", "visual question answering", "captioning"),
+        "LlavaForConditionalGeneration", "LlavaProcessor", "tiny-llava", "11_lora",
+        dict(model_type="llava", vision_config=dict(_CLIP_L_336, model_type="clip_vision_model"),
+             text_config=dict(_LLAMA_13B, vocab_size=32064), projector_hidden_act="gelu",
+             vision_feature_layer=-2, vision_feature_select_strategy="default", image_seq_length=576),
+    ),
+    ModelCard(
+        "blip2-flan-t5-xl", "Salesforce/blip2-flan-t5-xl", "Q-Former bridge + frozen LLM (encoder-decoder)",
+        ("captioning", "visual question answering"),
+        "Blip2ForConditionalGeneration", "Blip2Processor", "", "11_lora",
+        dict(model_type="blip-2", num_query_tokens=32,
+             vision_config=_EVA_VIT_G,
+             qformer_config=dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
+                                 num_attention_heads=12, cross_attention_frequency=2, encoder_hidden_size=1408),
+             text_config=dict(model_type="t5", vocab_size=32128, d_model=2048, d_kv=64, d_ff=5120, num_layers=24,
+                              num_decoder_layers=24, num_heads=32, feed_forward_proj="gated-gelu",
+                              tie_word_embeddings=False, decoder_start_token_id=0, pad_token_id=0,
+                              eos_token_id=1)),
+    ),
+)
+#: Every card get_card knows: the syllabus and the larger checkpoints.
+ALL_CARDS: tuple[ModelCard, ...] = CARDS + LARGER_CARDS
+
+
 def _aliases(card: ModelCard) -> set[str]:
-    return {card.name, card.hub_id.lower(), card.stand_in, card.hub_id.split("/")[-1].lower()}
+    return {card.name, card.hub_id.lower(), card.hub_id.split("/")[-1].lower()} | ({card.stand_in} - {""})
 
 
 def get_card(name: str) -> ModelCard:
-    """Find a card by short name, Hub id or stand-in directory name (case-insensitive).
+    """Find a card by short name, Hub id or stand-in directory name (case-insensitive); the
+    syllabus' :data:`CARDS` first, then :data:`LARGER_CARDS`.
 
     Raises :class:`UnknownModelError` listing the known names and the closest matches.
     """
     key = str(name).strip().lower()
-    for card in CARDS:
+    for card in ALL_CARDS:
         if key in _aliases(card):
             return card
     known = [c.name for c in CARDS] + [c.hub_id for c in CARDS]
