@@ -33,6 +33,8 @@ PACKAGES: tuple[tuple[str, str, str, bool], ...] = (
     ("tokenizers", "tokenizers", "tokenizers", True),
     ("huggingface_hub", "huggingface_hub", "huggingface_hub", True),
     ("faiss", "faiss", "faiss-cpu", True),
+    ("sentencepiece", "sentencepiece", "sentencepiece", True),  # SigLIP's tokenizer (spiece.model) in hub mode
+    ("protobuf", "google.protobuf", "protobuf", True),  # read by transformers with SentencePiece models
     ("jupyterlab", "jupyterlab", "jupyterlab", True),
     ("nbval", "nbval", "nbval", False),  # the test extra: pip install -e ".[test]"
 )
@@ -243,12 +245,25 @@ def report_ok(report: Iterable[Row]) -> bool:
     return not any(status.startswith(FAIL_PREFIXES) for _, _, status in report)
 
 
-def format_report(report: Iterable[Row]) -> str:
+#: Lines of the printed report are at most this long: a status that would run past it continues
+#: on the next line, broken between words (a notebook's output area would otherwise wrap the
+#: long lines wherever the cell ends, mid-word).
+REPORT_WIDTH = 100
+
+
+def format_report(report: Iterable[Row], width: int = REPORT_WIDTH) -> str:
+    import textwrap
+
     rows = [("item", "value", "status")] + [tuple(map(str, r)) for r in report]
     w0 = max(len(r[0]) for r in rows)
     w1 = min(max(len(r[1]) for r in rows), 48)
-    lines = [f"{a:<{w0}}  {b:<{w1}}  {c}".rstrip() for a, b, c in rows]
-    lines.insert(1, "-" * min(len(max(lines, key=len)), 100))
+    lines = []
+    for a, b, c in rows:
+        head = f"{a:<{w0}}  {b:<{w1}}  "
+        status = textwrap.wrap(c, max(24, width - len(head)), break_long_words=False, break_on_hyphens=False) or [""]
+        lines.append((head + status[0]).rstrip())
+        lines += [" " * (w0 + w1 + 4) + more for more in status[1:]]
+    lines.insert(1, "-" * min(len(max(lines, key=len)), width))
     return "\n".join(lines)
 
 
