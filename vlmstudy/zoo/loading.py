@@ -30,6 +30,22 @@ def _hub_error(card_or_id: str, err: Exception) -> ModelUnavailableError:
     )
 
 
+_PIP_NAMES = {"sentencepiece": "sentencepiece", "protobuf": "protobuf", "google": "protobuf",
+              "torchvision": "torchvision", "bitsandbytes": "bitsandbytes", "accelerate": "accelerate"}
+
+
+def _missing_package_error(source: str, err: ImportError) -> ModelUnavailableError:
+    """One line for a load that needs a package that is not installed (SigLIP's SentencePiece
+    tokenizer needs ``sentencepiece`` and ``protobuf``) instead of transformers' multi-line ImportError."""
+    text = f"{getattr(err, 'name', '') or ''} {err}".lower()
+    missing = sorted({pip for key, pip in _PIP_NAMES.items() if key in text}) or [getattr(err, "name", None) or "?"]
+    return ModelUnavailableError(
+        f"Loading {source!r} needs the Python package(s) {', '.join(missing)}, which are not installed. "
+        f"Install them with `pip install {' '.join(missing)}` (they are in the course's dependencies: "
+        f"`pip install -e .` brings them), then restart the kernel."
+    )
+
+
 def _hub_errors() -> tuple[type[BaseException], ...]:
     from huggingface_hub.errors import HfHubHTTPError, HFValidationError, LocalEntryNotFoundError
 
@@ -77,6 +93,11 @@ def resolve_source(name: str, mode: str | None = None) -> tuple[str, ModelCard |
     mode = settings.check_mode(mode) if mode else settings.get_mode()
     if mode == "hub":
         return card.hub_id, card
+    if not card.has_stand_in:
+        raise ModelUnavailableError(
+            f"{card.hub_id} has no tiny stand-in (its card says 'no stand-in'), so it loads in hub mode only: "
+            f"vlmstudy.set_mode('hub') or VLMSTUDY_MODE=hub. In tiny mode use a syllabus model "
+            f"(vlmstudy.zoo_table() lists them).")
     if not card.is_present():
         raise ModelUnavailableError(
             f"The tiny stand-in for {card.name!r} is missing from {card.stand_in_dir}. "
@@ -163,6 +184,8 @@ def load(
         probe = hub_guard.start_hub_probe(source)
         try:
             return _load_from(source, card, device, dtype, dict(model_kwargs, local_files_only=True))
+        except ImportError as err:
+            raise _missing_package_error(source, err) from None
         except _hub_errors() as err:
             if probe is None:  # offline
                 raise _hub_error(source, err) from None
@@ -172,6 +195,8 @@ def load(
                 raise _hub_error(source, unreachable) from None
     try:
         return _load_from(source, card, device, dtype, model_kwargs)
+    except ImportError as err:
+        raise _missing_package_error(source, err) from None
     except _hub_errors() as err:
         if on_hub:
             raise _hub_error(source, err) from None
@@ -186,6 +211,8 @@ def load_processor(name: str, mode: str | None = None):
     on_hub = card is not None and source == card.hub_id
     try:
         return AutoProcessor.from_pretrained(source, trust_remote_code=False, local_files_only=on_hub)
+    except ImportError as err:
+        raise _missing_package_error(source, err) from None
     except _hub_errors() as err:
         if not on_hub:
             raise ModelUnavailableError(f"Could not load the processor in {source!r}: {err}") from None
