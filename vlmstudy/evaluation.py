@@ -268,8 +268,9 @@ def _judge(model, metric, value, n, kinds, floor) -> QualityCheck:
     if not isinstance(metric, str) or not metric:
         raise ConfigError(f"metric must be a name such as 'vqa_accuracy' (got {metric!r}).")
     origin, name, record = model_origin(model)
-    if origin == "hub":
-        return QualityCheck(metric, value, name, origin, None, None, "a real checkpoint", PUBLISHED.get(name))
+    if origin == "hub":  # the published figure is the checkpoint's headline, shown beside card metrics only
+        return QualityCheck(metric, value, name, origin, None, None, "a real checkpoint",
+                            PUBLISHED.get(name) if floor is None else None)
     if origin == "other":
         return QualityCheck(metric, value, name, origin, None, None, "not a shipped stand-in, no model card")
     metrics = record.get("metrics", {})

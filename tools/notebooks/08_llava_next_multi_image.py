@@ -215,7 +215,7 @@ real_photo_layout = tasks.anyres_layout(real_processor, photo.image)
 for name, lay in (("this processor", photo_layout), ("the real checkpoint's", real_photo_layout)):
     print(f"{name:22} {lay['image_size']} -> grid {lay['grid']} of {lay['tile_size']} tiles at "
           f"{lay['best_resolution']}, {lay['crops']} crops, {lay['image_tokens']} image tokens")
-print("LLaVA-1.5, the same photo:", tasks.image_token_count(llava[1], photo.image), "image tokens")
+print("LLaVA-1.5, the same photo:", tasks.image_token_count(llava_processor, photo.image), "image tokens")
 fig = plotting.anyres_tiles(photo.image, photo_layout)
 assert photo_layout["crops"] == photo_layout["grid"][0] * photo_layout["grid"][1] + 1
 
