@@ -94,3 +94,16 @@ def test_bad_mode_in_the_environment_is_an_error_row(monkeypatch):
 def test_unknown_model_name_raises():
     with pytest.raises(vlmstudy.UnknownModelError, match="clp"):
         vlmstudy.environment_report(models=["clp"])
+
+
+def test_report_lines_fit_and_wrap_between_words():
+    """A notebook's output area wraps over-long lines wherever the cell ends, mid-word: the
+    report breaks its own lines, between words, within doctor.REPORT_WIDTH."""
+    from vlmstudy import doctor
+
+    long_status = "ok (auto; CUDA: not available, MPS: not available; the tiny models run fine on a CPU)"
+    text = doctor.format_report([("device", "cpu", long_status), ("model x", "tiny-x <- org/" + "y" * 50, "ok (present)")])
+    lines = text.splitlines()
+    assert all(len(line) <= doctor.REPORT_WIDTH for line in lines), lines
+    assert len(lines) > 4, "the long status continues on further lines"
+    assert all(word in text.split() for word in long_status.split()), "every word whole, none broken"

@@ -558,21 +558,23 @@ def accuracy_bars(values: dict, title: str | None = None, ylabel: str = "accurac
     return fig
 
 
-def token_strip(tokens: Sequence[str], highlight: str = "<image>", title: str | None = None, per_row: int = 40):
+def token_strip(tokens: Sequence[str], highlight: str = "<image>", title: str | None = None, per_row: int = 24):
     """A prompt as the model reads it: one cell per token, ``highlight`` tokens (the image
-    tokens) shaded and counted, text tokens written in. Returns the figure."""
+    tokens) shaded and counted, text tokens written in. ``per_row`` cells per row keep the
+    figure about 9 inches wide, so a notebook shows it unscaled and the 8 pt labels stay
+    readable. Returns the figure."""
     tokens = [str(t) for t in tokens]
     if not tokens:
         raise ValueError("token_strip needs at least one token.")
     rows = math.ceil(len(tokens) / per_row)
-    fig, ax = _subplots(figsize=(min(16.0, 0.34 * min(per_row, len(tokens)) + 1.0), 0.75 * rows + 0.7))
+    fig, ax = _subplots(figsize=(min(16.0, 0.34 * min(per_row, len(tokens)) + 1.0), 0.85 * rows + 0.7))
     for i, tok in enumerate(tokens):
         r, c = divmod(i, per_row)
         special = tok == highlight
         ax.add_patch(plt.Rectangle((c, -r), 0.95, 0.9, facecolor="#fce5cd" if special else "#d9ead3",
                                    edgecolor="#888888", linewidth=0.4))
         if not special:
-            ax.text(c + 0.47, -r + 0.45, tok, ha="center", va="center", fontsize=6, rotation=90)
+            ax.text(c + 0.47, -r + 0.45, tok, ha="center", va="center", fontsize=8, rotation=90, color="#222222")
     n = sum(t == highlight for t in tokens)
     ax.set_xlim(-0.2, min(per_row, len(tokens)) + 0.2)
     ax.set_ylim(-rows + 0.8, 1.0)

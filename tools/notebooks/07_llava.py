@@ -22,7 +22,7 @@ from transformers import pipeline
 
 import vlmstudy
 from vlmstudy import diagrams, evaluation, plotting, shapes, tasks
-from vlmstudy.generation import chat_prompt, to_model
+from vlmstudy.generation import chat_prompt, generate_text, to_model
 from vlmstudy.zoo.table import real_config
 
 vlmstudy.seed_everything(0)
@@ -140,10 +140,48 @@ for qa in shapes.questions(scene)[:4]:
 # `last_prompt` the exact string the model just read.
 #
 # "and what colour is it?" has no answer on its own: *it* is whatever the previous turn was
-# about. Here the scene has several objects of different colours:
+# about. One conversation proves nothing here: without the history the model can still guess
+# the right colour (a scene has only two or three), and with it the model can miss. So first
+# the measurement, on 50 test scenes with three objects each: ask what shape is at the last
+# object's place, then "and what colour is it?" once with that first turn in the prompt and
+# once without it (the same prompts `ChatSession` renders, in three batches).
 
 # %%
-chat_scene = shapes.make_scenes("test", 1, seed=12, n_objects=3)[0]
+FOLLOW_UP = "and what colour is it?"
+follow_scenes = shapes.make_scenes("test", 50, seed=21, n_objects=3)
+follow_pictures = [s.render() for s in follow_scenes]
+follow_targets = [s.objects[-1] for s in follow_scenes]
+openers = [f"what shape is {shapes.POSITION_PHRASES[o.position]}?" for o in follow_targets]
+greedy = tasks.ChatSession(llava).settings  # the settings a conversation uses
+
+
+def answer_all(prompts, batch=10):
+    """One answer per scene (batches of 10: a 7B model in hub mode needs the memory)."""
+    return [reply for i in range(0, len(prompts), batch)
+            for reply in generate_text(model, processor, follow_pictures[i:i + batch], prompts[i:i + batch], settings=greedy)]
+
+
+own_answers = answer_all([chat_prompt(processor, [(q, None)]) for q in openers])
+with_turn = answer_all([chat_prompt(processor, [(q, a), (FOLLOW_UP, None)]) for q, a in zip(openers, own_answers)])
+alone = answer_all([chat_prompt(processor, [(FOLLOW_UP, None)])] * len(follow_scenes))
+right_with = [shapes.normalize_text(a) == o.color for a, o in zip(with_turn, follow_targets)]
+right_alone = [shapes.normalize_text(a) == o.color for a, o in zip(alone, follow_targets)]
+history_helped = [i for i, (w, a) in enumerate(zip(right_with, right_alone)) if w and not a]
+print(f"'{FOLLOW_UP}' answered right on {sum(right_with)} of {len(follow_scenes)} scenes with the first turn in the "
+      f"prompt ({sum(right_with) / len(follow_scenes):.0%}), on {sum(right_alone)} without it "
+      f"({sum(right_alone) / len(follow_scenes):.0%})")
+print(f"right only with the history: {len(history_helped)} scenes; right only without it: "
+      f"{sum(a and not w for w, a in zip(right_with, right_alone))}")
+
+# %% [markdown]
+# The conversation below is one of the scenes where the history made the difference (the first
+# of them, from the list just measured; the first scene if there were none), replayed with
+# `ChatSession`:
+
+# %%
+shown = history_helped[0] if history_helped else 0
+print(f"scene {shown + 1} of {len(follow_scenes)}: with the history {with_turn[shown]!r}, without {alone[shown]!r}")
+chat_scene = follow_scenes[shown]
 target = chat_scene.objects[-1]
 where = shapes.POSITION_PHRASES[target.position]
 fig = vlmstudy.show_images([chat_scene.render(128)], [chat_scene.caption], scale=3.0)
@@ -260,6 +298,7 @@ assert ids.count(model.config.image_token_index) == 1, "before the processor: on
 assert n_image_tokens == n_patches == projected.shape[1], "one image token per patch"
 assert projected.shape == (1, n_patches, model.config.text_config.hidden_size)
 assert len(chat.history) == 1 and chat.history[0][0] == "and what colour is it?"
+assert len(with_turn) == len(alone) == len(own_answers) == len(follow_scenes) == 50
 assert f"what shape is {where}?" in second_prompt and first in second_prompt, "the follow-up prompt holds turn 1"
 assert second_prompt.count(str(processor.image_token)) == 1
 assert small.dropped_turns >= 1 and any(issubclass(w.category, tasks.ContextTrimmedWarning) for w in caught)

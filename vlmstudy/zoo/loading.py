@@ -7,7 +7,6 @@ real checkpoint. Both go through the same ``from_pretrained`` calls, so everythi
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
