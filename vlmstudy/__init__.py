@@ -32,6 +32,8 @@ from . import photos  # noqa: E402  (real photographs with captions, labels and 
 from .photos import real_photo, real_photos
 from .tasks import ChatSession, answer, caption
 from .inference import Inference  # noqa: E402  (describe / ask / generate / chat; the CLI and server use it)
+from .multimodal import MultiModalModel  # noqa: E402  (the fine-tuning guide's name for Inference: notebook 11)
+from .data import create_sample_multimodal_dataset  # noqa: E402  (the guide's sample-data function)
 from .plotting import show_images, set_figsize
 from .shapes import show_scenes
 
@@ -53,7 +55,7 @@ __all__ = [
     # tasks
     "caption", "answer", "ChatSession",
     # inference (the CLI and HTTP server are layers on it)
-    "Inference",
+    "Inference", "MultiModalModel", "create_sample_multimodal_dataset",
     # plotting
     "show_images", "set_figsize", "show_scenes",
     # images

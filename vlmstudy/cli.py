@@ -30,6 +30,7 @@ COMMAND_MODULES: list[str] = [
     "vlmstudy.zoo.commands",    # vlmstudy zoo train / evaluate / table
     "vlmstudy.finetune.commands",  # vlmstudy finetune (--config / --resume / --merge), vlmstudy data
     "vlmstudy.inference_commands",  # vlmstudy describe / ask / chat / serve
+    "vlmstudy.infer_command",   # vlmstudy infer (the fine-tuning guide's spelling)
     "vlmstudy.apps",            # vlmstudy demo (the widget demos as a Voila app)
     "vlmstudy.grading.commands",  # vlmstudy exercises build / grade / list
 ]

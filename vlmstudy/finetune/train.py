@@ -16,6 +16,7 @@ Output folder::
     OUTPUT_DIR/config.yaml           the config, paths made absolute (what --resume reads)
     OUTPUT_DIR/checkpoints/step-N/   every save_every steps (atomic)
     OUTPUT_DIR/adapter/              the final adapter (safetensors), for load_adapter / merge_adapter
+    OUTPUT_DIR/final_model/          the fine-tuned model on its own (adapter merged in): vlmstudy.load(path)
     OUTPUT_DIR/history.json          losses and evaluations, step by step
     OUTPUT_DIR/run.json              summary: steps, seconds, parameters, final metrics, quantization
 """
@@ -41,8 +42,9 @@ from ..settings import seed_everything
 from . import checkpoint as ckpt
 from .callbacks import default_callbacks
 from .collate import TRAINABLE_FAMILIES, Collator, EncodedDataset, prompt_text
-from .config import FinetuneConfig, load_config
-from .model import apply_lora, load_base, parameter_counts, save_adapter
+from . import distributed
+from .config import MODEL_TYPES, FinetuneConfig, load_config
+from .model import apply_full_finetuning, apply_lora, load_base, parameter_counts, save_adapter, save_final_model
 
 #: Seconds to sleep after every step (0: off). Only for testing interruption: it makes a tiny run
 #: slow enough to be killed between two checkpoints.
@@ -91,11 +93,13 @@ def split_records(n: int, eval_split: float | int, seed: int) -> tuple[list[int]
 def prepare_examples(cfg: FinetuneConfig) -> tuple[list[Example], list[Example], dict]:
     """Load, check and split the data of ``cfg``: ``(train, eval, info)``."""
     d = cfg.data
-    ds = load_dataset(d.path, d.format, d.image_root, skip_invalid=d.skip_invalid, max_problems=d.max_problems)
+    ds = load_dataset(d.path, d.format, d.image_root, skip_invalid=d.skip_invalid, max_problems=d.max_problems,
+                      allow_outside_root=d.allow_outside_root)
     info = {"format": ds.format, "records": len(ds), "skipped_records": len({p.index for p in ds.skipped})}
     if d.eval_path:
         ev = load_dataset(d.eval_path, d.format or ds.format, d.image_root if d.image_root else None,
-                          skip_invalid=d.skip_invalid, max_problems=d.max_problems)
+                          skip_invalid=d.skip_invalid, max_problems=d.max_problems,
+                          allow_outside_root=d.allow_outside_root)
         train_recs, eval_recs = ds.records, ev.records
     else:
         tr, ev_idx = split_records(len(ds), d.eval_split, cfg.seed)
@@ -221,6 +225,15 @@ class Trainer:
         self.step = 0
         self.history: list[dict] = []
         self.seconds = 0.0
+        self.accelerator, self.precision_note = distributed.make_accelerator(cfg.training.mixed_precision, device)
+        self.rank, self.world = self.accelerator.process_index, self.accelerator.num_processes
+        if self.world > 1:   # each process trains on its own device (cuda:RANK, or the CPU)
+            self.device = str(self.accelerator.device)
+
+    @property
+    def is_main(self) -> bool:
+        """Only the main process writes files (checkpoints, history, adapter, final model)."""
+        return self.accelerator.is_main_process
 
     # -- setup
     def setup(self) -> None:
@@ -235,25 +248,44 @@ class Trainer:
         if self.family not in TRAINABLE_FAMILIES:
             raise ConfigError(f"model {cfg.model!r} is a {self.family} model, which writes no text; fine-tuning "
                               f"here needs one of {', '.join(TRAINABLE_FAMILIES)}.")
+        if cfg.model_type is not None and self.family not in MODEL_TYPES[cfg.model_type]:
+            raise ConfigError(f"model_type is {cfg.model_type!r} but {cfg.model!r} is a {self.family} model: set "
+                              f"model_type: {self.family} (or leave it out), or choose a {cfg.model_type} model.")
         lo = cfg.lora
-        self.model = apply_lora(base, self.processor, r=lo.r, alpha=lo.alpha, dropout=lo.dropout,
-                                target_modules=lo.target_modules, modules_to_save=lo.modules_to_save,
-                                trainable_tokens=lo.trainable_tokens)
+        if lo.use_lora:
+            self.model = apply_lora(base, self.processor, r=lo.r, alpha=lo.alpha, dropout=lo.dropout,
+                                    target_modules=lo.target_modules, modules_to_save=lo.modules_to_save,
+                                    trainable_tokens=lo.trainable_tokens)
+        else:
+            self.model = apply_full_finetuning(base)
         self.params = parameter_counts(self.model)
+        if not lo.use_lora and self.progress and self.is_main:
+            print(f"lora.use_lora is false: full fine-tuning of what fits, the language model's own weights "
+                  f"({self.params['trainable']:,} of {self.params['total']:,} parameters; the vision tower stays "
+                  "frozen). No intermediate checkpoints are written (they hold adapters), so such a run cannot be "
+                  "resumed.", flush=True)
         try:
             max_len = context_length(base, self.processor)
         except ConfigError:
             max_len = None
         bos = _bos(base)
-        self.train_ds = EncodedDataset(self.train_examples, self.processor, self.family, cfg.data.prompt, bos, max_len)
-        self.eval_ds = EncodedDataset(self.eval_examples, self.processor, self.family, cfg.data.prompt, bos, max_len)
+        resize = cfg.data.resize
+        self.train_ds = EncodedDataset(self.train_examples, self.processor, self.family, cfg.data.prompt, bos, max_len,
+                                       resize=resize)
+        self.eval_ds = EncodedDataset(self.eval_examples, self.processor, self.family, cfg.data.prompt, bos, max_len,
+                                      resize=resize)
         self.collate = Collator(self.processor, self.family)
-        self.order = DataOrder(len(self.train_ds), t.batch_size, cfg.seed)
+        # one global batch of batch_size x processes per micro-step; each process takes its slice
+        self.order = DataOrder(len(self.train_ds), t.batch_size * self.world, cfg.seed)
         self.total_steps = t.max_steps or max(1, math.ceil(t.epochs * self.order.per_epoch / t.gradient_accumulation))
         trainable = [p for p in self.model.parameters() if p.requires_grad]
-        self.optimizer = self._optimizer(trainable)
+        optimizer = self._optimizer(trainable)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lr_lambda(t.lr_scheduler, t.warmup_steps, self.total_steps))
+            optimizer, lr_lambda(t.lr_scheduler, t.warmup_steps, self.total_steps))
+        # accelerate's optimizer wrapper applies fp16 loss scaling; the scheduler steps once per optimizer step
+        self.optimizer = self.accelerator.prepare_optimizer(optimizer)
+        # DDP (or FSDP / DeepSpeed from the launch config) wraps the model in a multi-process run
+        self.engine = self.accelerator.prepare_model(self.model) if self.world > 1 else self.model
         self.trainable = trainable
 
     def _optimizer(self, params):
@@ -314,8 +346,13 @@ class Trainer:
         summary = {"step": self.step, "total_steps": self.total_steps, "micro_batch": self.step * t.gradient_accumulation,
                    "loss": last.get("loss"), "seconds": round(self.seconds, 2),
                    "evaluations": [h for h in self.history if "eval_loss" in h]}
-        path = ckpt.save_checkpoint(self.out, self.step, self.model, self.state_dict(), summary, t.keep_checkpoints)
-        self._call("on_save", path)
+        if not self.config.lora.use_lora:
+            return   # checkpoints hold adapters; a full fine-tune writes only its final model
+        if self.is_main:
+            path = ckpt.save_checkpoint(self.out, self.step, self.model, self.state_dict(), summary,
+                                        t.keep_checkpoints)
+            self._call("on_save", path)
+        self.accelerator.wait_for_everyone()
 
     def _call(self, name: str, *args) -> None:
         for cb in self.callbacks:
@@ -339,20 +376,21 @@ class Trainer:
         device, dtype = _model_device_dtype(self.model)
         delay = float(os.environ.get(STEP_DELAY_ENV, "0") or 0)
         self._call("on_train_begin")
-        bar = tqdm(total=self.total_steps, initial=self.step, desc="fine-tuning", disable=not self.progress,
-                   leave=True)
+        bar = tqdm(total=self.total_steps, initial=self.step, desc="fine-tuning",
+                   disable=not self.progress or not self.is_main, leave=True)
         self.model.train()
         while self.step < self.total_steps:
             started = time.perf_counter()
+            if self.world > 1:
+                torch.manual_seed(distributed.step_seed(self.config.seed, self.step, self.rank))
             running = 0.0
             for micro in range(t.gradient_accumulation):
                 idx, epoch, k = self.order.batch(self.step * t.gradient_accumulation + micro)
-                batch = to_device(self.collate([self.train_ds[i] for i in idx]), device, dtype)
-                loss = self.model(**batch).loss / t.gradient_accumulation
-                loss.backward()
-                running += float(loss.detach())
+                loss, share = self._micro_loss(idx, device, dtype)
+                self.accelerator.backward(loss / t.gradient_accumulation)
+                running += share / t.gradient_accumulation
             if t.max_grad_norm is not None:
-                torch.nn.utils.clip_grad_norm_(self.trainable, t.max_grad_norm)
+                self.accelerator.clip_grad_norm_(self.trainable, t.max_grad_norm)
             lr = self.scheduler.get_last_lr()[0]
             self.optimizer.step()
             self.scheduler.step()
@@ -381,6 +419,25 @@ class Trainer:
         self.model.eval()
         return self.finish()
 
+    def _micro_loss(self, indices: list[int], device, dtype) -> tuple[torch.Tensor, float]:
+        """This process's loss on its slice of one global micro-batch, weighted so that the
+        gradients DDP averages over the processes are those of the global batch's mean loss over
+        answer tokens; and that global loss (a float, the same on every process).
+
+        One process: the model's own mean loss, unchanged (weight exactly 1)."""
+        mine = distributed.shard(indices, self.rank, self.world)
+        items = [self.train_ds[i] for i in (mine or indices[:1])]   # an empty slice still joins the all-reduce
+        n_mine = sum(e.n_supervised for e in items) if mine else 0
+        batch = to_device(self.collate(items), device, dtype)
+        with self.accelerator.autocast():
+            loss = self.engine(**batch).loss
+        if self.world == 1:
+            return loss, float(loss.detach())
+        n_all = float(self.accelerator.reduce(torch.tensor(float(n_mine), device=loss.device), "sum"))
+        weighted = loss * (n_mine / max(n_all, 1.0))
+        total = float(self.accelerator.reduce(weighted.detach().clone(), "sum"))
+        return weighted * self.world, total
+
     def finish(self) -> FinetuneResult:
         cfg = self.config
         final = next((h for h in reversed(self.history) if "eval_loss" in h), None)
@@ -392,16 +449,27 @@ class Trainer:
             metrics["train_loss"] = last["loss"]
         from .. import settings
 
-        ckpt.atomic_dir(self.out / "adapter", lambda tmp: save_adapter(self.model, tmp, cfg.model, settings.get_mode()))
-        ckpt.atomic_write_text(self.out / "history.json", json.dumps(self.history, indent=1))
+        if self.is_main:
+            if cfg.lora.use_lora:
+                ckpt.atomic_dir(self.out / "adapter",
+                                lambda tmp: save_adapter(self.model, tmp, cfg.model, settings.get_mode()))
+            ckpt.atomic_dir(self.out / FINAL_MODEL, lambda tmp: save_final_model(
+                self.model, self.processor, tmp, adapter=self.out / "adapter" if cfg.lora.use_lora else None,
+                quantized=self.quant_info.get("quantization_applied", False)))
+            ckpt.atomic_write_text(self.out / "history.json", json.dumps(self.history, indent=1))
         summary = {"finished": True, "model": cfg.model, "family": self.family, "steps": self.step,
                    "train_seconds": round(self.seconds, 2), "parameters": self.params, "metrics": metrics,
                    "data": self.data_info, "device": self.quant_info.get("device"),
                    "dtype": self.quant_info.get("dtype"), "quantization": cfg.quantization,
                    "quantization_applied": self.quant_info.get("quantization_applied", False),
-                   "notes": [n for n in (self.quant_info.get("note"), self.quant_info.get("optimizer_note")) if n],
+                   "notes": [n for n in (self.quant_info.get("note"), self.quant_info.get("optimizer_note"),
+                                         self.precision_note) if n],
+                   "use_lora": cfg.lora.use_lora, "mixed_precision": cfg.training.mixed_precision,
+                   "processes": self.world, "final_model": str(self.out / FINAL_MODEL),
                    "torch": torch.__version__, "threads": torch.get_num_threads()}
-        ckpt.atomic_write_text(self.out / "run.json", json.dumps(summary, indent=1))
+        if self.is_main:
+            ckpt.atomic_write_text(self.out / "run.json", json.dumps(summary, indent=1))
+        self.accelerator.wait_for_everyone()
         result = FinetuneResult(self.out, self.model, self.processor, self.history, metrics, self.seconds, self.step,
                                 self.params, summary)
         self._call("on_train_end", result)
@@ -410,7 +478,8 @@ class Trainer:
 
 # ----------------------------------------------------------------------------- entry points
 
-OWN_FILES = ("config.yaml", "run.json", "history.json", "adapter", ckpt.CHECKPOINTS)
+FINAL_MODEL = "final_model"
+OWN_FILES = ("config.yaml", "run.json", "history.json", "adapter", FINAL_MODEL, ckpt.CHECKPOINTS)
 
 
 def _existing_run(out: Path) -> bool:
@@ -428,19 +497,36 @@ def finetune(config, callbacks=None, progress: bool = True, overwrite: bool = Fa
     """
     cfg = load_config(config, **overrides).absolute_paths()
     out = Path(cfg.output_dir)
-    if _existing_run(out):
+    check_output_dir(out)
+    trainer = Trainer(cfg, callbacks, progress, device)   # joins the other processes of a launched run
+    existing = _existing_run(out)
+    trainer.accelerator.wait_for_everyone()   # every process has looked before the main one writes
+    if existing:
         if not overwrite:
             raise ConfigError(f"output_dir {out} already holds a fine-tuning run. Continue it with "
                               f"`vlmstudy finetune --resume {out}`, choose another output_dir, or pass overwrite "
                               "(--overwrite) to delete it.")
-        for name in OWN_FILES:
-            p = out / name
-            shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
-    trainer = Trainer(cfg, callbacks, progress, device)
+        if trainer.is_main:
+            for name in OWN_FILES:
+                p = out / name
+                shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
     trainer.setup()  # checks data and model before anything is written
-    out.mkdir(parents=True, exist_ok=True)
-    ckpt.atomic_write_text(out / "config.yaml", cfg.to_yaml())
+    if trainer.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        ckpt.atomic_write_text(out / "config.yaml", cfg.to_yaml())
+    trainer.accelerator.wait_for_everyone()
     return trainer.train()
+
+
+def check_output_dir(out: Path) -> None:
+    """Refuse an ``output_dir`` that is a file, or lies under one, before any work is done."""
+    for part in (out, *out.parents):
+        if part.exists():
+            if not part.is_dir():
+                what = "is a file" if part == out else f"lies under {part}, which is a file"
+                raise ConfigError(f"output_dir {out} {what}, not a folder. Choose a folder for the run (it is "
+                                  "created if missing), e.g. output_dir: runs/my-run.")
+            return
 
 
 def resume(output_dir, callbacks=None, progress: bool = True, device: str | None = None) -> FinetuneResult:
