@@ -12,7 +12,12 @@ import contextlib
 import io
 import json
 import pickle
+import re
 import shutil
+import signal
+import subprocess
+import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -257,3 +262,365 @@ def test_state_round_trips_through_safetensors_and_json_exactly():
     assert back["optimizer"]["param_groups"][0]["betas"] == (0.9, 0.999)
     with pytest.raises(TypeError, match="cannot store"):
         ckpt.encode_state({"f": print})
+
+
+# ----------------------------------------------------------------------------- prompts longer than the context
+
+LONG_QUESTION = "what colour is the shape " * 4000   # 100 kB
+
+
+@pytest.fixture(scope="module")
+def scene():
+    return shapes.render(shapes.make_scenes("train", 1, seed=0)[0])
+
+
+@pytest.mark.parametrize("name", ["blip-vqa", "blip2", "instructblip", "llava", "llava-next"])
+def test_a_100_kB_question_is_refused_before_the_model_runs(name, scene):
+    from vlmstudy import tasks
+
+    with pytest.raises(tasks.ContextLengthError, match=r"tokens.*context of this .* model\. Use a shorter question"):
+        tasks.answer(scene, LONG_QUESTION, model=name)
+
+
+@pytest.mark.parametrize("name", ["blip2", "llava", "llava-next"])
+def test_the_prompt_check_counts_exactly_what_the_processor_makes(name, scene):
+    """At the boundary: room for exactly the answer passes, one token more is refused (so the count,
+    image tokens included, is the processor's own)."""
+    from vlmstudy import tasks
+    from vlmstudy.generation import context_length
+
+    model, processor = tasks.get_model(name)
+    wide = scene.resize((128, 64))   # LLaVA-NeXT's image tokens depend on the size
+    prompt = tasks.format_question("what colour is the triangle on the left?", (model, processor))
+    used = processor(images=[wide], text=[prompt], return_tensors="pt")["input_ids"].shape[1]
+    room = context_length(model, processor) - used
+    tasks.check_prompt_fits(model, processor, [wide], [prompt], room)
+    with pytest.raises(tasks.ContextLengthError, match=f"needs {used} tokens plus max_new_tokens={room + 1}"):
+        tasks.check_prompt_fits(model, processor, [wide], [prompt], room + 1)
+
+
+def test_ask_with_a_100_kB_question_exits_2(tmp_path, capsys):
+    line = one_line_error(capsys, ["ask", str(scene_png(tmp_path)), LONG_QUESTION[:100_000]])
+    assert "context" in line and len(line) < 400
+
+
+@pytest.mark.parametrize("name", ["blip2", "instructblip", "llava"])
+def test_a_typed_image_placeholder_is_refused(name, scene):
+    """'<image>' in the question would be expanded into image tokens too (BLIP-2 failed with
+    'Number of elements of source < number of ones in mask')."""
+    from vlmstudy import tasks
+
+    with pytest.raises(VlmStudyError, match="contains '<image>'"):
+        tasks.answer(scene, "what is <image> showing?", model=name)
+    if name == "llava":
+        with pytest.raises(VlmStudyError, match="contains '<image>'"):
+            tasks.ChatSession(name).set_image(scene).ask("and <image>?")
+
+
+# ----------------------------------------------------------------------------- extreme aspect ratios
+
+def png_of(width: int, height: int) -> bytes:
+    buf = io.BytesIO()
+    Image.new("L", (width, height), 128).save(buf, "PNG", optimize=True)
+    return buf.getvalue()
+
+
+def test_extreme_aspect_ratios_are_refused_everywhere(tmp_path, capsys, scene):
+    from vlmstudy import images, tasks
+
+    strip = png_of(300_000, 1)
+    assert len(strip) < 2000   # the hostile file is tiny
+    for data in (strip, png_of(1, 300_000), png_of(21 * 8, 8)):
+        with pytest.raises(ImageError, match=f"{images.MAX_ASPECT_RATIO}:1"):
+            images.load_image_bytes(data, formats=images.UPLOAD_FORMATS)
+    assert images.load_image_bytes(png_of(20 * 8, 8)).size == (160, 8)   # 20:1 is still fine
+    path = tmp_path / "strip.png"
+    path.write_bytes(strip)
+    with pytest.raises(ImageError, match="20:1"):
+        tasks.answer(str(path), "what colour?", model="llava")   # was: out of memory in the processor
+    assert "20:1" in one_line_error(capsys, ["chat", str(path)])
+
+
+# ----------------------------------------------------------------------------- ImageIndex files
+
+@pytest.fixture
+def saved_index(tmp_path):
+    from vlmstudy.retrieval import ImageIndex
+
+    rng = np.random.default_rng(0)
+    return ImageIndex().add(rng.normal(size=(5, 8)), metadata=[f"{i}.png" for i in range(5)]).save(tmp_path / "idx")
+
+
+def _edit_meta(folder: Path, **changes) -> None:
+    meta = json.loads((folder / "index.json").read_text())
+    meta.update(changes)
+    (folder / "index.json").write_text(json.dumps(meta))
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("truncate", "cut short or not a safetensors file"),
+    ("random", "cut short or not a safetensors file"),
+    ("version_string", "version '2'"),
+    ("version_newer", "written by a newer vlmstudy"),
+    ("count_string", "count '5'"),
+    ("dim_negative", "dim -1"),
+    ("metric_number", "metric 5"),
+    ("metadata_dict", "metadata (not a list)"),
+    ("json_nested", "Could not read"),
+    ("nan_vectors", "NaN or infinite"),
+    ("not_unit_length", "not of unit length"),
+    ("int_vectors", "not floating point"),
+])
+def test_a_damaged_or_tampered_index_gets_the_modules_own_error(saved_index, damage, message):
+    from safetensors.torch import load_file, save_file
+
+    from vlmstudy.retrieval import ImageIndex, RetrievalError
+
+    vectors_file = saved_index / "vectors.safetensors"
+    tensors = load_file(str(vectors_file))
+    if damage == "truncate":
+        vectors_file.write_bytes(vectors_file.read_bytes()[:100])
+    elif damage == "random":
+        vectors_file.write_bytes(np.random.default_rng(1).bytes(4096))
+    elif damage == "json_nested":
+        (saved_index / "index.json").write_text("[" * 100_000)
+    elif damage in ("nan_vectors", "not_unit_length", "int_vectors"):
+        v = tensors["vectors"]
+        v = {"nan_vectors": v.index_fill(0, torch.tensor([3]), float("nan")), "not_unit_length": v * 3,
+             "int_vectors": v.to(torch.int32)}[damage]
+        save_file(dict(tensors, vectors=v), str(vectors_file))
+    else:
+        key, value = {"version_string": ("version", "2"), "version_newer": ("version", 2),
+                      "count_string": ("count", "5"), "dim_negative": ("dim", -1), "metric_number": ("metric", 5),
+                      "metadata_dict": ("metadata", {"a": 1})}[damage]
+        _edit_meta(saved_index, **{key: value})
+    with pytest.raises(RetrievalError, match=re.escape(message)) as info:
+        ImageIndex.load(saved_index)
+    assert "\n" not in str(info.value)
+
+
+def test_nan_vectors_are_refused_at_add():
+    from vlmstudy.retrieval import ImageIndex, RetrievalError
+
+    with pytest.raises(RetrievalError, match="NaN or infinite"):
+        ImageIndex().add(np.array([[1.0, 0.0], [np.inf, 1.0]]))
+
+
+# ----------------------------------------------------------------------------- a real server under abuse
+
+def _raw_request(host: str, port: int, data: bytes, hang_up: bool) -> bytes:
+    import socket
+
+    with socket.create_connection((host, port), timeout=30) as sock:
+        sock.sendall(data)
+        if hang_up:       # gone mid-upload: the server is still waiting for the rest of the body
+            time.sleep(0.1)
+            return b""
+        return sock.recv(65536)
+
+
+def test_real_server_says_serving_once_it_listens_and_logs_abuse_in_one_line_each(subprocess_env, tmp_path):
+    import httpx
+
+    proc = subprocess.Popen([sys.executable, "-m", "vlmstudy", "serve", "--host", "127.0.0.1", "--port", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+                            env=dict(subprocess_env, OMP_NUM_THREADS="1"))
+    try:
+        line = proc.stdout.readline()
+        match = re.search(r"on http://(127\.0\.0\.1):(\d+) ", line)
+        assert match, (line, proc.stderr.read()[-2000:] if proc.poll() is not None else "")
+        host, port = match.group(1), int(match.group(2))
+        url = f"http://{host}:{port}"
+        assert httpx.get(f"{url}/health", timeout=30).status_code == 200   # at once: no retry, no wait
+
+        image = ("x.png", (REPO / "assets" / "images" / "shapes-1.png").read_bytes(), "image/png")
+        refused = [
+            ({"image": image}, {"question": "what colour?", "colour": "red"}, 422, "bad_fields"),
+            ({"image": image}, {}, 422, "bad_fields"),
+            ({"image": image}, {"question": "what colour is the shape? " * 19}, 422, "prompt_too_long"),  # 475 chars
+            ({"image": ("s.png", png_of(300_000, 1), "image/png")}, {"question": "what?"}, 422, "bad_image"),
+            ({"image": ("x.png", image[1][:300], "image/png")}, {"question": "what?"}, 422, "bad_image"),   # cut
+            ({"image": ("x.txt", b"hello", "text/plain")}, {"question": "what?"}, 415, "not_an_image"),
+            ({"image": image}, {"question": "what?", "max_new_tokens": "1e9"}, 422, "bad_field"),
+        ]
+        for files, data, status, code in refused:
+            r = httpx.post(f"{url}/vqa", files=files, data=data, timeout=60)
+            assert (r.status_code, r.json()["error"]) == (status, code), r.text
+        head = (f"POST /vqa HTTP/1.1\r\nHost: {host}\r\nContent-Type: multipart/form-data; boundary=B\r\n"
+                "Content-Length: 100000\r\n\r\n").encode()
+        part = b'--B\r\nContent-Disposition: form-data; name="image"; filename="x.png"\r\n\r\n' + image[1][:200]
+        for _ in range(3):
+            _raw_request(host, port, head + part, hang_up=True)
+        broken = head.replace(b"100000", b"20") + b"--B\r\nnot a part at all"
+        assert b" 400 " in _raw_request(host, port, broken, hang_up=False).split(b"\r\n")[0]
+        assert httpx.get(f"{url}/health", timeout=30).json()["status"] == "ok"
+        time.sleep(0.3)   # the last hang-up is logged
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    assert "Traceback" not in err, err[-3000:]
+    assert err.count("the client disconnected before its request was read") == 3, err[-3000:]
+    ours = [line for line in err.splitlines() if "POST /vqa: 4" in line]
+    assert len(ours) == len(refused) + 1, ours   # one line per refused request (+ the broken multipart)
+    assert all(any(f": {status} {code} (" in line for line in ours) for _, _, status, code in refused), ours
+
+
+# ----------------------------------------------------------------------------- bounded, seeded fuzzing
+
+hypothesis = pytest.importorskip("hypothesis")
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+#: derandomized (the same examples every run, so a failure reproduces), no example database on disk
+FUZZ = settings(derandomize=True, database=None, deadline=None, print_blob=True,
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+
+
+def fuzz(examples: int):
+    return settings(FUZZ, max_examples=examples)
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-2**40, 2**40) | st.floats(allow_nan=True) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=12)
+
+
+def _seed_images() -> list[bytes]:
+    out = []
+    for fmt in ("PNG", "JPEG", "GIF", "BMP", "WEBP", "TIFF"):
+        buf = io.BytesIO()
+        shapes.render(shapes.make_scenes("train", 1, seed=1)[0], size=24).save(buf, fmt)
+        out.append(buf.getvalue())
+    return out
+
+
+SEED_IMAGES = _seed_images()
+
+
+@st.composite
+def mutated_files(draw, seeds: list[bytes]):
+    """A valid file with a few bytes overwritten, a cut, or bytes spliced in; sometimes pure noise."""
+    if draw(st.integers(0, 9)) == 0:
+        return draw(st.binary(max_size=512))
+    data = bytearray(draw(st.sampled_from(seeds)))
+    for _ in range(draw(st.integers(0, 6))):
+        kind = draw(st.sampled_from(["flip", "cut", "splice"]))
+        at = draw(st.integers(0, max(0, len(data) - 1)))
+        if kind == "flip" and data:
+            data[at] = draw(st.integers(0, 255))
+        elif kind == "cut":
+            del data[at:]
+        else:
+            data[at:at] = draw(st.binary(min_size=1, max_size=16))
+    return bytes(data)
+
+
+@fuzz(300)
+@given(data=mutated_files(SEED_IMAGES))
+def test_fuzz_load_image_bytes(data):
+    from vlmstudy import images
+
+    try:
+        img = images.load_image_bytes(data, max_pixels=4_000_000, formats=images.UPLOAD_FORMATS)
+    except ImageError as err:
+        assert str(err) and "\n" not in str(err).strip()
+        return
+    assert img.mode == "RGB" and min(img.size) >= 1
+    assert max(img.size) <= images.MAX_ASPECT_RATIO * min(img.size) and img.width * img.height <= 4_000_000
+
+
+@pytest.fixture(scope="module")
+def fuzz_client():
+    from fastapi.testclient import TestClient
+
+    from vlmstudy.server import create_app
+
+    with TestClient(create_app(), raise_server_exceptions=True) as client:
+        yield client
+
+
+TEXT = st.text(max_size=500) | st.sampled_from(["what colour is the triangle?", "<image>", "  ", "\x00"])
+EXTRA_FIELDS = st.dictionaries(st.sampled_from(["question", "prompt", "max_new_tokens", "colour", "", "image\u00e9"]),
+                               st.binary(max_size=30) | st.text(max_size=600).map(str.encode), max_size=2)
+
+
+@fuzz(80)
+@given(path=st.sampled_from(["/vqa", "/describe"]), text=TEXT, tokens=st.none() | st.integers(-5, 300).map(str),
+       extra=st.none() | st.none() | EXTRA_FIELDS,
+       image=st.sampled_from(SEED_IMAGES[:2]) | mutated_files(SEED_IMAGES[:2]) | st.none(),
+       content_type=st.sampled_from(["multipart"] * 8 + ["json", "garbage"]))
+def test_fuzz_the_upload_endpoints(fuzz_client, path, text, tokens, extra, image, content_type):
+    """Mostly well-formed forms with odd values (so that requests reach the model), sometimes odd
+    fields or bodies: every request gets a JSON answer, 200 or a 4xx {error, detail}; never a 500,
+    never an exception out of the app (raise_server_exceptions=True)."""
+    fields = {("question" if path == "/vqa" else "prompt"): text.encode()}
+    if tokens is not None:
+        fields["max_new_tokens"] = tokens.encode()
+    fields.update(extra or {})
+    files = {name: (None, value) for name, value in fields.items()}
+    if image is not None:
+        files["image"] = ("upload.png", image, "image/png")
+    if content_type == "multipart":
+        r = fuzz_client.post(path, files=files)
+    elif content_type == "json":
+        r = fuzz_client.post(path, json={k: v.decode("latin-1") for k, v in fields.items()})
+    else:
+        r = fuzz_client.post(path, content=b"".join(fields.values()),
+                             headers={"content-type": "multipart/form-data; boundary=x"})
+    assert r.status_code == 200 or 400 <= r.status_code < 500, (r.status_code, r.text)
+    body = r.json()
+    if r.status_code == 200:
+        assert (body.get("answer") or body.get("description") or "") is not None
+    else:
+        assert set(body) == {"error", "detail"} and "\n" not in body["detail"]
+
+
+@pytest.fixture(scope="module")
+def index_files(tmp_path_factory):
+    from vlmstudy.retrieval import ImageIndex
+
+    folder = tmp_path_factory.mktemp("index")
+    rng = np.random.default_rng(0)
+    ImageIndex().add(rng.normal(size=(4, 6)), ids=["a", "b", "c", "d"], metadata=[1, 2, 3, 4]).save(folder)
+    return (folder / "index.json").read_text(), (folder / "vectors.safetensors").read_bytes()
+
+
+@fuzz(150)
+@given(data=st.data())
+def test_fuzz_image_index_load(index_files, data, tmp_path_factory):
+    from vlmstudy.retrieval import ImageIndex, RetrievalError
+
+    meta_text, vectors = index_files
+    meta = json.loads(meta_text)
+    mode = data.draw(st.sampled_from(["meta_value", "meta_whole", "vectors"]))
+    if mode == "meta_value":
+        meta[data.draw(st.sampled_from(sorted(meta)))] = data.draw(JSON_VALUES)
+        meta_text = json.dumps(meta)
+    elif mode == "meta_whole":
+        meta_text = json.dumps(data.draw(JSON_VALUES))
+    else:
+        vectors = data.draw(mutated_files([vectors]))
+    folder = tmp_path_factory.mktemp("fuzzed", numbered=True)
+    (folder / "index.json").write_text(meta_text)
+    (folder / "vectors.safetensors").write_bytes(vectors)
+    try:
+        index = ImageIndex.load(folder)
+    except RetrievalError as err:
+        assert "\n" not in str(err)
+        return
+    if len(index):   # what loads searches with finite scores
+        assert torch.isfinite(index.search(np.ones(index.dim), k=1).scores).all()
+
+
+@fuzz(300)
+@given(tree=JSON_VALUES | st.fixed_dictionaries({"__items__": JSON_VALUES}) | st.fixed_dictionaries(
+    {"__tensor__": JSON_VALUES}) | st.fixed_dictionaries({"__ndarray__": st.just("t0"), "dtype": JSON_VALUES}))
+def test_fuzz_checkpoint_state_decoding(tree):
+    """state.json is read from a run folder that may be shared: anything decodes or is a CheckpointError."""
+    from vlmstudy.finetune import checkpoint as ckpt
+
+    try:
+        ckpt.decode_state(tree, {"t0": torch.arange(3)})
+    except CheckpointError:
+        pass

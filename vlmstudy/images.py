@@ -5,8 +5,9 @@ float in [0, 1]) or the raw bytes of an image file. Every odd mode is converted 
 CMYK -> RGB, 16-bit -> 8-bit by scaling (not clipping), palette / LA / RGBA -> composited on
 white, EXIF orientation applied. Anything unreadable raises :class:`ImageError` saying why
 (:class:`NotAnImageError` and :class:`ImageTooLargeError` for the two cases a server answers
-differently). :func:`load_image_bytes` is the entry point for untrusted uploads: a byte limit,
-a pixel limit checked before decoding, and only the :data:`UPLOAD_FORMATS`, recognised by content.
+differently), and so do images stretched beyond :data:`MAX_ASPECT_RATIO`. :func:`load_image_bytes`
+is the entry point for untrusted uploads: a byte limit, a pixel limit checked before decoding, and
+only the :data:`UPLOAD_FORMATS`, recognised by content.
 """
 
 from __future__ import annotations
@@ -26,6 +27,11 @@ ImageLike = Union[str, os.PathLike, Image.Image, np.ndarray, bytes, bytearray]
 
 #: Larger images are refused before decoding (decompression-bomb guard): 64 megapixels.
 MAX_PIXELS = 64_000_000
+
+#: Wider or taller images are refused (long side / short side). Every model's processor resizes
+#: the short side to a few hundred pixels, so a 300000 x 1 strip (a 1 kB PNG) would become a
+#: 100-megapixel-row tensor and exhaust memory; 20:1 still admits any panorama.
+MAX_ASPECT_RATIO = 20
 
 #: The formats :func:`load_image_bytes` accepts from untrusted uploads: common raster formats PIL
 #: decodes itself (EPS, for one, would hand the data to Ghostscript).
@@ -161,6 +167,12 @@ def _finish(img: Image.Image, max_pixels: int) -> Image.Image:
         raise ImageTooLargeError(f"The image is {img.width} x {img.height} pixels, more than the {max_pixels:,} allowed; downscale it first.")
     if img.width == 0 or img.height == 0:
         raise ImageError("The image has zero width or height.")
+    if max(img.width, img.height) > MAX_ASPECT_RATIO * min(img.width, img.height):
+        raise ImageError(
+            f"The image is {img.width} x {img.height} pixels, more than {MAX_ASPECT_RATIO}:1 between its sides: "
+            "the models resize the short side to a few hundred pixels, which would blow the long side up beyond "
+            "memory. Crop it into squarer pieces, or pad it to a squarer shape, first."
+        )
     try:
         img = ImageOps.exif_transpose(img)
     except Exception:  # a broken EXIF block should not cost the picture

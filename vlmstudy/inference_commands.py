@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import ipaddress
 import json
 import os
@@ -319,11 +320,24 @@ def _serve(args) -> int:
                           "--port N (0 picks a free one).") from None
     host, port = sock.getsockname()[:2]
     url_host = f"[{host}]" if ":" in host else host
-    print(f"serving {infer.model_name('describe')} (/describe) and {infer.model_name('ask')} (/vqa) on "
-          f"http://{url_host}:{port} (docs: http://{url_host}:{port}/docs); Ctrl-C stops", flush=True)
-    config = uvicorn.Config(app, log_level=args.log_level, timeout_graceful_shutdown=10)
+    line = (f"serving {infer.model_name('describe')} (/describe) and {infer.model_name('ask')} (/vqa) on "
+            f"http://{url_host}:{port} (docs: http://{url_host}:{port}/docs); Ctrl-C stops")
+
+    class AnnouncingServer(uvicorn.Server):
+        """Prints the line once uvicorn listens (scripts wait for it, then connect at once)."""
+
+        async def startup(self, sockets=None):
+            await super().startup(sockets=sockets)
+            if self.started and not self.should_exit:
+                print(line, flush=True)
+
+    # the server's own logger (one line per refused request or client that hung up) beside uvicorn's
+    log_config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
+    log_config["loggers"]["vlmstudy.server"] = {"handlers": ["default"], "level": args.log_level.upper(),
+                                                "propagate": False}
+    config = uvicorn.Config(app, log_level=args.log_level, log_config=log_config, timeout_graceful_shutdown=10)
     try:
-        uvicorn.Server(config).run(sockets=[sock])
+        AnnouncingServer(config).run(sockets=[sock])
     finally:
         sock.close()
     return EXIT_OK

@@ -486,7 +486,13 @@ class ImageIndex:
 
     @classmethod
     def load(cls, path: str | Path) -> "ImageIndex":
-        """Read an index written by :meth:`save` (a faiss index is rebuilt at its first search)."""
+        """Read an index written by :meth:`save` (a faiss index is rebuilt at its first search).
+
+        Both files are checked, not trusted: a cut or foreign ``vectors.safetensors``, an
+        ``index.json`` with wrong types or an unknown version, vectors with NaN / inf (or, for
+        cosine, not of unit length) raise :class:`RetrievalError` saying which file is wrong.
+        """
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
         path = Path(path)
@@ -495,31 +501,96 @@ class ImageIndex:
                 f"{path} is not a saved ImageIndex: it needs {META_FILE} and {VECTORS_FILE} "
                 f"(write one with index.save({str(path)!r}))."
             )
+        again = "save the index again with index.save()"
         try:
             meta = json.loads((path / META_FILE).read_text(encoding="utf-8"))
+        except (OSError, ValueError, RecursionError) as err:
+            raise RetrievalError(f"Could not read {path / META_FILE} ({type(err).__name__}: "
+                                 f"{str(err)[:120]}); {again}.") from None
+        try:
             tensors = load_file(str(path / VECTORS_FILE))
-        except (OSError, ValueError) as err:
-            raise RetrievalError(f"Could not read the index in {path}: {err}. Save it again with index.save().") from None
-        if not isinstance(meta, dict) or meta.get("format") != "vlmstudy.ImageIndex":
-            raise RetrievalError(f"{path / META_FILE} is not an ImageIndex description; save the index again.")
-        if meta.get("version", 0) > FORMAT_VERSION:
-            raise RetrievalError(f"{path} was written by a newer vlmstudy (format {meta['version']}); update vlmstudy.")
+        except (OSError, ValueError, SafetensorError) as err:
+            raise RetrievalError(f"{path / VECTORS_FILE} is cut short or not a safetensors file "
+                                 f"({str(err)[:120]}); {again}.") from None
+        settings = _checked_meta(meta, path / META_FILE, again)
+        count = settings.pop("count")
         vectors = tensors.get("vectors")
-        count = meta.get("count")
-        ids = tensors["ids"].tolist() if "ids" in tensors else meta.get("ids")
+        ids = meta.get("ids")
+        if "ids" in tensors:
+            raw = tensors["ids"]
+            if raw.ndim != 1 or raw.dtype != torch.int64:
+                raise RetrievalError(f"{path / VECTORS_FILE} holds ids of shape {tuple(raw.shape)} and type {raw.dtype}, "
+                                     f"not a 1-D int64 list; {again}.")
+            ids = raw.tolist()
         if vectors is None or vectors.ndim != 2 or vectors.shape[0] != count or ids is None or len(ids) != count \
-                or len(meta.get("metadata") or []) != count:
-            raise RetrievalError(f"The files in {path} disagree on the number of vectors; save the index again.")
-        index = cls(dim=meta.get("dim"), backend=meta.get("backend", "exact"), metric=meta.get("metric", "cosine"),
-                    chunk_size=meta.get("chunk_size"), nlist=meta.get("nlist"), nprobe=meta.get("nprobe"))
+                or len(meta["metadata"]) != count:
+            raise RetrievalError(f"The files in {path} disagree on the number of vectors; {again}.")
+        if not vectors.is_floating_point():
+            raise RetrievalError(f"{path / VECTORS_FILE} holds {vectors.dtype} vectors, not floating point; {again}.")
+        if count and settings["dim"] != vectors.shape[1]:
+            raise RetrievalError(f"{path / META_FILE} says dim {settings['dim']} but the vectors have "
+                                 f"{vectors.shape[1]} values each; {again}.")
+        if len(set(ids)) != len(ids) or any(isinstance(i, bool) or not isinstance(i, (int, str)) for i in ids):
+            raise RetrievalError(f"The ids in {path} are not unique ints or strings; {again}.")
+        vectors = vectors.float().contiguous()
+        row_ok = torch.isfinite(vectors).all(dim=1)
+        if count and not bool(row_ok.all()):
+            bad = (~row_ok).nonzero().squeeze(1)[:5].tolist()
+            raise RetrievalError(f"{path / VECTORS_FILE} holds NaN or infinite values (rows {bad}): every score "
+                                 f"against them would be NaN. Recompute those embeddings and {again}.")
+        if count and settings["metric"] == "cosine":
+            off = (vectors.norm(dim=1) - 1).abs() > 1e-3
+            if bool(off.any()):
+                raise RetrievalError(f"{path / VECTORS_FILE} holds vectors that are not of unit length (rows "
+                                     f"{off.nonzero().squeeze(1)[:5].tolist()}), which a cosine index never "
+                                     f"saves; {again}.")
+        try:
+            index = cls(**settings)
+        except ConfigError as err:
+            raise RetrievalError(f"{path / META_FILE}: {err}") from None
         if count:
             # the stored vectors are already normalised; add them as they are
             index.dim = int(vectors.shape[1])
-            index._vectors = vectors.float().contiguous()
+            index._vectors = vectors
             index._ids = list(ids)
             index._id_set = set(index._ids)
             index._metadata = list(meta["metadata"])
         return index
+
+
+def _checked_meta(meta, where: Path, again: str) -> dict:
+    """The constructor settings and ``count`` from a saved ``index.json``, every type checked."""
+    if not isinstance(meta, dict) or meta.get("format") != "vlmstudy.ImageIndex":
+        raise RetrievalError(f"{where} is not an ImageIndex description; {again}.")
+    version = meta.get("version")
+    if isinstance(version, int) and not isinstance(version, bool) and version > FORMAT_VERSION:
+        raise RetrievalError(f"{where.parent} was written by a newer vlmstudy (format {version}); update vlmstudy.")
+    problems = []
+    if version != FORMAT_VERSION or isinstance(version, bool):
+        problems.append(f"version {version!r} (expected {FORMAT_VERSION})")
+
+    def whole(name, minimum, optional):
+        value = meta.get(name)
+        if (value is None and optional) or (isinstance(value, int) and not isinstance(value, bool) and value >= minimum):
+            return value
+        problems.append(f"{name} {value!r}")
+        return None
+
+    count = whole("count", 0, False)
+    settings = {"dim": whole("dim", 1, True), "chunk_size": whole("chunk_size", 1, True),
+                "nlist": whole("nlist", 1, True), "nprobe": whole("nprobe", 1, True)}
+    for name, allowed in (("backend", BACKENDS), ("metric", METRICS)):
+        settings[name] = meta.get(name)
+        if settings[name] not in allowed:
+            problems.append(f"{name} {settings[name]!r}")
+    if not isinstance(meta.get("metadata"), list):
+        problems.append("metadata (not a list)")
+    if meta.get("ids") is not None and not isinstance(meta.get("ids"), list):
+        problems.append("ids (not a list)")
+    if problems:
+        raise RetrievalError(f"{where} has been altered or damaged: {', '.join(problems)[:200]}; {again}.")
+    settings["count"] = count
+    return settings
 
 
 # ----------------------------------------------------------------------------- test data

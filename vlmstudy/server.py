@@ -12,7 +12,10 @@ temporary file, and the client's file name is read by nobody); the image is reco
 content among :data:`vlmstudy.images.UPLOAD_FORMATS`, and its declared size is checked before it
 is decoded (decompression bombs). Every error is a JSON ``{"error": CODE, "detail": MESSAGE}``
 with a 4xx status: 400 malformed request, 413 too large, 415 not an image, 422 a field missing
-or unusable, 503 a model that cannot be loaded. The models are loaded once, when the app is built;
+or unusable (a question too long for the model's context included), 503 a model that cannot be
+loaded. A client's mistake, or a client that hangs up mid-upload, is one line in the log (logger
+``vlmstudy.server``, level INFO), never a traceback; only a failure of the server itself logs its
+traceback, once, and answers 500. The models are loaded once, when the app is built;
 concurrent requests decode their images in parallel and take turns on the model
 (:class:`~vlmstudy.inference.Inference` holds a lock around generation).
 """
@@ -38,6 +41,7 @@ from .errors import (
     NotAnImageError,
     VlmStudyError,
 )
+from .tasks import ContextLengthError
 from .images import UPLOAD_FORMATS, load_image_bytes
 from .inference import Inference
 
@@ -326,6 +330,7 @@ def create_app(inference: Inference | None = None, *, model=None, max_upload_byt
         return ModelsResponse(mode=get_mode(), serving=serving, models=infos)
 
     _add_error_handlers(app)
+    app.add_middleware(_ClientErrorLog)
     return app
 
 
@@ -333,29 +338,68 @@ def _error(status: int, code: str, detail) -> JSONResponse:
     return JSONResponse({"error": code, "detail": " ".join(str(detail).split())}, status_code=status)
 
 
+def _where(request_or_scope) -> str:
+    scope = request_or_scope if isinstance(request_or_scope, dict) else request_or_scope.scope
+    return f"{scope.get('method', '?')} {scope.get('path', '?')}"
+
+
 def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(VlmStudyError)
     async def known_error(request: Request, err: VlmStudyError):
-        if isinstance(err, RequestError):
-            return _error(err.status, err.code, err)
-        for kind, status, code in ((ImageTooLargeError, 413, "image_too_large"), (NotAnImageError, 415, "not_an_image"),
-                                   (ImageError, 422, "bad_image"), (ModelUnavailableError, 503, "model_unavailable"),
-                                   (ConfigError, 422, "bad_request")):
-            if isinstance(err, kind):
-                return _error(status, code, err)
-        return _error(422, "bad_request", err)
+        status, code = _status_and_code(err)
+        log.info("%s: %s %s (%s)", _where(request), status, code, " ".join(str(err).split())[:200])
+        return _error(status, code, err)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, err: StarletteHTTPException):
+        log.info("%s: %s", _where(request), err.status_code)
         return _error(err.status_code, f"http_{err.status_code}", err.detail)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, err: RequestValidationError):
         problems = "; ".join(f"{'.'.join(map(str, e.get('loc', ())))}: {e.get('msg')}" for e in err.errors())
+        log.info("%s: 422 bad_request (%s)", _where(request), problems[:200])
         return _error(422, "bad_request", problems)
 
-    @app.exception_handler(Exception)
-    async def unexpected_error(request: Request, err: Exception):
-        # the traceback goes to the server's log, never to the client
-        log.exception("unexpected error in %s %s", request.method, request.url.path)
-        return _error(500, "internal_error", "The server failed on this request; its log has the details.")
+
+def _status_and_code(err: VlmStudyError) -> tuple[int, str]:
+    if isinstance(err, RequestError):
+        return err.status, err.code
+    for kind, status, code in ((ImageTooLargeError, 413, "image_too_large"), (NotAnImageError, 415, "not_an_image"),
+                               (ImageError, 422, "bad_image"), (ModelUnavailableError, 503, "model_unavailable"),
+                               (ContextLengthError, 422, "prompt_too_long"), (ConfigError, 422, "bad_request")):
+        if isinstance(err, kind):
+            return status, code
+    return 422, "bad_request"
+
+
+class _ClientErrorLog:
+    """ASGI middleware, inside Starlette's ServerErrorMiddleware (which would log a traceback and
+    re-raise everything): a client that disconnects mid-request is one INFO line; any other escaped
+    exception is a server bug, logged once with its traceback and answered with a JSON 500."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        from starlette.requests import ClientDisconnect
+
+        started = False
+
+        async def send_tracked(message):
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_tracked)
+        except ClientDisconnect:
+            log.info("%s: the client disconnected before its request was read; nothing was answered", _where(scope))
+        except Exception:  # noqa: BLE001  (the last line of defence: the client gets JSON, the log the traceback)
+            log.exception("unexpected error in %s", _where(scope))
+            if not started:
+                response = _error(500, "internal_error", "The server failed on this request; its log has the details.")
+                await response(scope, receive, send)

@@ -19,6 +19,7 @@ or bytes (:func:`vlmstudy.images.load_image`).
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from typing import Sequence
 
@@ -49,7 +50,7 @@ ANSWER_FAMILIES = ("blip-vqa", "blip2", "instructblip") + CHAT_FAMILIES
 
 
 class ContextLengthError(ConfigError):
-    """A chat turn that cannot fit into the model's context, even with no history."""
+    """A prompt (or a chat turn, even with no history) that cannot fit into the model's context."""
 
 
 class ContextTrimmedWarning(UserWarning):
@@ -137,7 +138,7 @@ def format_question(question: str, model="blip-vqa") -> str:
     one ``<image>`` (LLaVA, LLaVA-NeXT)."""
     model, processor = get_model(model)
     fam = _family_for(model, processor, ANSWER_FAMILIES, "answer questions", "blip-vqa")
-    question = _text(question, "question")
+    question = _user_text(question, "question", processor)
     if fam == "blip2":
         from .zoo.train_generative import BLIP2_VQA_PROMPT
 
@@ -159,6 +160,17 @@ def _text(value, what: str) -> str:
     if not isinstance(value, str) or not value.strip():
         raise ConfigError(f"The {what} must be a non-empty string (got {value!r}).")
     return value.strip()
+
+
+def _user_text(value, what: str, processor) -> str:
+    """``_text``, and refused if it holds the processor's image placeholder: the processor would
+    expand a typed ``<image>`` into image tokens too, and the model fail on the count mismatch."""
+    text = _text(value, what)
+    token = getattr(processor, "image_token", None)
+    if token is not None and str(token) in text:
+        raise ConfigError(f"The {what} contains {str(token)!r}, the placeholder this model's processor replaces with "
+                          f"the picture; write it without that text (say 'image' or 'picture').")
+    return text
 
 
 def _batches(n: int, batch_size: int, progress: bool, desc: str):
@@ -192,9 +204,10 @@ def caption_batch(images: Sequence, model="blip-caption", prompt: str | None = N
     fam = _family_for(model, processor, CAPTION_FAMILIES, "write captions", "blip-caption")
     settings = generation_settings(**generation)
     if prompt is not None:
-        prompt = _text(prompt, "prompt")
+        prompt = _user_text(prompt, "prompt", processor)
     text = _caption_prompt(fam, processor, prompt)
     images = _image_list(images)
+    check_prompt_fits(model, processor, images, [text] * len(images), settings.max_new_tokens, what="prompt")
     out: list[str] = []
     for start, stop in _batches(len(images), batch_size, progress, "captioning"):
         out.extend(generate_text(model, processor, images[start:stop], [text] * (stop - start), settings=settings))
@@ -221,6 +234,7 @@ def answer_batch(images: Sequence, questions: Sequence[str] | str, model="blip-v
         raise ConfigError(f"answer_batch got {len(images)} images but {len(questions)} questions: pass one question "
                           "per image, or a single question string to ask of every image.")
     prompts = [format_question(q, (model, processor)) for q in questions]
+    check_prompt_fits(model, processor, images, prompts, settings.max_new_tokens, what="question")
     out: list[str] = []
     for start, stop in _batches(len(images), batch_size, progress, "answering"):
         out.extend(generate_text(model, processor, images[start:stop], prompts[start:stop], settings=settings))
@@ -236,6 +250,80 @@ def _image_list(images) -> list:
     if not images:
         raise ConfigError("Got an empty list of images: pass at least one.")
     return [load_image(im) for im in images]
+
+
+# ----------------------------------------------------------------------------- prompt length
+
+# families whose processor writes image tokens into input_ids (LLaVA: one per patch; BLIP-2 and
+# InstructBLIP: one per query token); BLIP's picture goes to the text model as cross-attention only
+_IMAGE_TOKENS_IN_PROMPT = ("blip2", "instructblip") + CHAT_FAMILIES
+
+
+@contextlib.contextmanager
+def _quiet_tokenizer():
+    """Counting only: transformers' "longer than model_max_length" warning is beside the point here."""
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+
+
+def _image_tokens(processor, fam: str, image) -> int:
+    """Tokens the processor adds to a prompt's input_ids for ``image`` (0 for BLIP)."""
+    if fam not in _IMAGE_TOKENS_IN_PROMPT:
+        return 0
+    probe = chat_prompt(processor, [("x", None)], n_images=1) if fam in CHAT_FAMILIES else "x"
+    enc = processor(images=[image], text=[probe], return_tensors="pt")
+    return int(enc["input_ids"].shape[1]) - len(processor.tokenizer(probe).input_ids)
+
+
+def check_prompt_fits(model, processor, images: Sequence, prompts: Sequence[str | None], max_new_tokens: int,
+                      what: str = "prompt") -> None:
+    """Raise :class:`ContextLengthError` before the model runs if a prompt, with its image tokens
+    and ``max_new_tokens`` for the answer, is longer than the model's context (:func:`context_length`).
+
+    Without this check a long question fails deep inside the model (BLIP: "The size of tensor a
+    (24002) must match the size of tensor b (64)"; BLIP-2: an index error) or, for LLaVA, runs on
+    positions the model was never trained on. BLIP-VQA writes its answer with a separate decoder,
+    so only the question counts there; InstructBLIP's Q-Former reads the prompt too and has its own
+    limit. The text is tokenized first, so a 100 kB question is refused without touching the image.
+    """
+    fam = family(model)
+    try:
+        limit = context_length(model, processor)
+    except ConfigError:  # no known limit: nothing to check against
+        return
+    reserve = 0 if fam == "blip-vqa" else max_new_tokens
+    qformer_tok = getattr(processor, "qformer_tokenizer", None)
+    qformer_limit = getattr(getattr(model.config, "qformer_config", None), "max_position_embeddings", None)
+    image_tokens: dict[tuple, int] = {}
+    with _quiet_tokenizer():
+        for image, prompt in zip(images, prompts):
+            if prompt is None:
+                continue
+            n = len(processor.tokenizer(prompt).input_ids)   # a chat prompt's <image> placeholder counts once here
+            early = n + reserve > limit                      # too long before its image tokens: no need to count them
+            if not early:
+                size = getattr(image, "size", None)
+                if size not in image_tokens:   # LLaVA-NeXT's count depends on the picture's size
+                    image_tokens[size] = _image_tokens(processor, fam, image)
+                n += image_tokens[size]
+            if n + reserve > limit:
+                before = " before its image tokens" if early and fam in _IMAGE_TOKENS_IN_PROMPT else ""
+                answer_room = f" plus max_new_tokens={reserve} for the answer" if reserve else ""
+                raise ContextLengthError(
+                    f"The {what} needs {n} tokens{before}{answer_room}, more than the {limit}-token context of this "
+                    f"{fam} model. Use a shorter {what}" + (", or lower max_new_tokens." if reserve else "."))
+            if qformer_tok is not None and isinstance(qformer_limit, int):
+                q = len(qformer_tok(prompt).input_ids)
+                if q > qformer_limit:
+                    raise ContextLengthError(
+                        f"The {what} needs {q} tokens in {fam}'s Q-Former, more than its {qformer_limit}-token "
+                        f"context. Use a shorter {what}.")
 
 
 # ----------------------------------------------------------------------------- decoding comparison
@@ -295,14 +383,8 @@ def image_token_count(processor, image) -> int:
         raise ConfigError(f"{type(processor).__name__} is not a LLaVA-style processor: only those expand one <image> "
                           "into many image tokens (use vlmstudy.load('llava') or 'llava-next').")
     token = str(token)
-    from transformers.utils import logging as hf_logging
-
-    level = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()  # counting only: "longer than model_max_length" is beside the point here
-    try:
+    with _quiet_tokenizer():
         enc = processor(images=[load_image(image)], text=[token], return_tensors="pt")
-    finally:
-        hf_logging.set_verbosity(level)
     tok_id = processor.tokenizer.convert_tokens_to_ids(token)
     return int((enc["input_ids"] == tok_id).sum())
 
@@ -411,7 +493,8 @@ class ChatSession:
         """The prompt string :meth:`ask` would send for ``text`` with ``history`` (default: the
         session's; no trimming)."""
         self._need_images()
-        turns = list(self._history if history is None else history) + [(_text(text, "question"), None)]
+        turns = list(self._history if history is None else history) + [(_user_text(text, "question", self.processor),
+                                                                         None)]
         return chat_prompt(self.processor, turns, n_images=len(self._images))
 
     def count_tokens(self, prompt: str) -> int:
