@@ -126,9 +126,13 @@ for path in pathlib.Path("/tmp").rglob("*"):
     except OSError:
         pass
 found = re.findall(r"seed\W{0,3}(\d{6,})", "\n".join(texts))
+# public code has seed-like numbers too (matplotlib's 19680801): this test's detector keeps only the
+# hidden seed itself, recognised by its hash, so a hit anywhere readable shows up as that number
+import hashlib
+found = [n for n in found if hashlib.sha256(n.encode()).hexdigest() == "SEED_SHA256"]
 def clip_loss(image_embeds, text_embeds, logit_scale):   # tells the grade what it found
     return torch.tensor(float(found[0]) if found else -1.0, dtype=torch.float64)
-"""],
+""".replace("SEED_SHA256", hashlib.sha256(str(SEED).encode()).hexdigest())],
     # more of our own
     "fork_outlives_the_part": [IMPORTS, f"""
 import subprocess, sys
