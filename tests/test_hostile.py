@@ -8,7 +8,6 @@ The data-file and fine-tuning-config cases live in test_data.py / test_finetune.
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import pickle
@@ -30,6 +29,8 @@ from vlmstudy import shapes
 from vlmstudy.cli import main as cli_main
 from vlmstudy.errors import CheckpointError, ImageError, ModelUnavailableError, VlmStudyError
 
+from test_finetune import one_thread  # the same one-thread guard the bit-for-bit training tests use
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -43,14 +44,6 @@ def one_line_error(capsys, argv) -> str:
     return lines[-1]
 
 
-@contextlib.contextmanager
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def scene_png(folder: Path) -> Path:
