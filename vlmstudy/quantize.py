@@ -640,7 +640,7 @@ def _generative_task(model, processor, n: int, batch_size: int, seed: int):
 
     from . import shapes
     from .generation import chat_prompt, generate_text
-    from .zoo.train_generative import sample_prompt
+    from .prompting import sample_prompt
 
     rng = random.Random(seed)
     scenes = shapes.make_scenes("test", max(n, batch_size), seed=seed)

@@ -140,7 +140,7 @@ def format_question(question: str, model="blip-vqa") -> str:
     fam = _family_for(model, processor, ANSWER_FAMILIES, "answer questions", "blip-vqa")
     question = _user_text(question, "question", processor)
     if fam == "blip2":
-        from .zoo.train_generative import BLIP2_VQA_PROMPT
+        from .prompting import BLIP2_VQA_PROMPT
 
         return BLIP2_VQA_PROMPT.format(question)
     if fam in CHAT_FAMILIES:

@@ -24,7 +24,7 @@ from ..data import Example
 from ..errors import DataFormatError
 from ..generation import CHAT_FAMILIES, chat_prompt
 from ..images import load_image
-from ..zoo.train_generative import BLIP2_VQA_PROMPT, IGNORE, ids
+from ..prompting import BLIP2_VQA_PROMPT, IGNORE, ids
 
 #: The question used for caption data when the config gives no ``data.prompt``: what the zoo's
 #: stand-ins were trained with ("describe the image." for chat and instruction models, an empty

@@ -89,7 +89,7 @@ def evaluate_generative(name: str, model, processor, n: int = 300, seed: int = 0
     import random
 
     from ..generation import chat_prompt, generate_text
-    from .train_generative import BLIP2_VQA_PROMPT, sample_prompt
+    from ..prompting import BLIP2_VQA_PROMPT, sample_prompt
 
     rng = random.Random(seed)
     scenes = shapes.make_scenes("test", n, seed=seed)

@@ -22,11 +22,11 @@ from tqdm.auto import tqdm
 from transformers import BlipVisionModel, CLIPModel
 
 from .. import shapes
+from ..prompting import BLIP2_VQA_PROMPT, IGNORE, ids, sample_prompt
 from ..settings import seed_everything
 from .common import scene_pool, to_device, to_pixels, training_device, warmup_cosine
 from .build_generative import BOS_ID, EOS_ID, IMAGE_TOKEN_ID, NUM_QUERY_TOKENS, PAD_ID
 
-IGNORE = -100
 
 
 @dataclass
@@ -42,14 +42,6 @@ class GenerativeConfig:
 
 
 # ----------------------------------------------------------------------------- data
-
-def sample_prompt(scene: shapes.Scene, rng: random.Random, describe_share: float = 0.15) -> tuple[str, str, str]:
-    """A single-turn ``(question, answer, kind)`` about ``scene``; "describe" asks for the caption."""
-    if rng.random() < describe_share:
-        return "describe the image.", shapes.caption(scene), "describe"
-    qa = rng.choice(shapes.questions(scene, rng))
-    return qa.question, qa.answer, qa.kind
-
 
 def pad_batch(rows: list[list[int]], labels: list[list[int]] | None = None, pad_left: bool = False):
     """Pad token-id lists into ``input_ids``, ``attention_mask`` (and ``labels``) tensors ``(B, T)``."""
@@ -67,11 +59,6 @@ def pad_batch(rows: list[list[int]], labels: list[list[int]] | None = None, pad_
     if labels is not None:
         out["labels"] = lab
     return out
-
-
-def ids(tokenizer, text: str) -> list[int]:
-    """Token ids of ``text`` without any special tokens around it."""
-    return tokenizer(text, add_special_tokens=False).input_ids
 
 
 # ----------------------------------------------------------------------------- training loop
@@ -297,9 +284,6 @@ def train_blip(clip: CLIPModel, kind: str, cfg: GenerativeConfig, vision_init: B
 
 
 # ----------------------------------------------------------------------------- BLIP-2 and InstructBLIP
-
-BLIP2_VQA_PROMPT = "Question: {} Answer:"
-
 
 def train_qformer_model(clip: CLIPModel, kind: str, cfg: GenerativeConfig, vision_init: BlipVisionModel,
                         progress: bool = True):
