@@ -34,6 +34,8 @@
 # %%
 import os
 
+import torch
+
 import vlmstudy
 
 ready = vlmstudy.print_environment_report()
@@ -77,6 +79,15 @@ except vlmstudy.ConfigError as err:
 
 # %%
 assert ready, "a required package is missing: see the 'missing' / 'error' rows above"
-assert vlmstudy.get_mode() == (os.environ.get("VLMSTUDY_MODE") or "tiny").strip().lower()
-assert vlmstudy.get_device() in ("cpu", "cuda", "mps")
+# The mode decides where a model name loads from: the stand-in's folder, or the Hub id.
+from vlmstudy.zoo import resolve_source
+
+assert resolve_source("openai/clip-vit-base-patch32", mode="hub")[0] == "openai/clip-vit-base-patch32"
+assert resolve_source("openai/clip-vit-base-patch32", mode="tiny")[0].endswith(os.path.join("assets", "models", "tiny-clip"))
+assert vlmstudy.set_mode("tiny") == "tiny" and vlmstudy.get_mode() == "tiny", "set_mode must win over the environment"
+vlmstudy.set_mode(None)   # back to the environment's choice
+# A pinned device is the one a tensor lands on.
+assert vlmstudy.set_device("cpu") == "cpu" and torch.ones(2, device=vlmstudy.get_device()).device.type == "cpu"
+vlmstudy.set_device(None)
+assert torch.ones(2, device=vlmstudy.get_device()).sum().item() == 2, "the automatic device must run a tensor"
 print("All set: on to 01.")

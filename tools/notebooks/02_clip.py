@@ -70,6 +70,66 @@ fig = plotting.similarity_heatmap(similarity, [f"image {i}" for i in range(len(i
                                   title="cosine similarity: images x captions")
 
 # %% [markdown]
+# ## Inside the image encoder: ViT or ResNet
+#
+# CLIP's paper trained two kinds of image encoder. A **Vision Transformer (ViT)** cuts the image
+# into square patches, projects each patch to a vector (one strided convolution does it), puts a
+# learned **CLS** vector in front, adds a learned **position embedding** per slot (otherwise the
+# transformer would see a bag of patches), and runs transformer layers; the image's vector is
+# the CLS token at the end, layer-normed and projected. A **ResNet** is a stack of convolutions
+# that halves the resolution stage by stage while adding channels, and ends with a *pooling*
+# of the last feature map into one vector. Our stand-in is a ViT (as `openai/clip-vit-base-patch32`
+# is): follow one image through it, and check the hand-built token sequence against the model's.
+
+# %%
+device, dtype = next(clip.parameters()).device, next(clip.parameters()).dtype
+pixels = processor(images=images[:1], return_tensors="pt")["pixel_values"].to(device, dtype)
+vit = clip.vision_model.embeddings
+with torch.no_grad():
+    grid = vit.patch_embedding(pixels)                              # (1, width, rows, cols)
+    patch_tokens = grid.flatten(2).transpose(1, 2)                  # (1, rows*cols, width)
+    cls = vit.class_embedding.expand(1, 1, -1)
+    by_hand = torch.cat([cls, patch_tokens], dim=1) + vit.position_embedding.weight
+    sequence = vit(pixels)
+    vision_out = clip.vision_model(pixel_values=pixels)
+print(f"image {tuple(pixels.shape)} -> patches of {clip.config.vision_config.patch_size} px -> grid {tuple(grid.shape)}")
+print(f"{patch_tokens.shape[1]} patch tokens + 1 CLS = {sequence.shape[1]} tokens; position embeddings "
+      f"{tuple(vit.position_embedding.weight.shape)}; sequence {tuple(sequence.shape)}")
+print(f"after the transformer {tuple(vision_out.last_hidden_state.shape)}; CLS, layer-normed: "
+      f"{tuple(vision_out.pooler_output.shape)}; projected: {tuple(clip.visual_projection(vision_out.pooler_output).shape)}")
+assert torch.allclose(by_hand, sequence, atol=1e-5), "CLS + patch tokens + position embeddings = the model's input sequence"
+
+# %% [markdown]
+# A ResNet for comparison. transformers has a plain ResNet (`ResNetModel`); the one below is tiny
+# and **randomly initialised** (untrained: its numbers mean nothing, only its shapes matter). Each
+# stage's feature map is printed: the grid shrinks and the channels grow, and the last map is
+# average-pooled to one vector. No token sequence, no CLS, no position embeddings: the
+# convolutions' locality carries where things are.
+
+# %%
+from transformers import ResNetConfig, ResNetModel
+
+torch.manual_seed(0)
+resnet = ResNetModel(ResNetConfig(embedding_size=32, hidden_sizes=[32, 64, 128, 256], depths=[1, 1, 1, 1],
+                                  layer_type="basic")).eval()   # random weights, for the shapes only
+with torch.no_grad():
+    res_out = resnet(pixels.float().cpu(), output_hidden_states=True)
+for stage, fmap in enumerate(res_out.hidden_states):
+    print(f"{'stem' if stage == 0 else f'stage {stage}':8} feature map {tuple(fmap.shape)}")
+print(f"average-pooled: {tuple(res_out.pooler_output.shape)} -> one {res_out.pooler_output.shape[1]}-d vector per image")
+
+# %% [markdown]
+# CLIP's paper ([Radford et al., 2021](https://arxiv.org/abs/2103.00020), section 2.4) trained
+# five ResNets, **RN50, RN101, RN50x4, RN50x16 and RN50x64** (the last three scale ResNet-50's
+# width, depth and resolution together, EfficientNet-style, to about 4, 16 and 64 times its
+# compute), and three ViTs, **ViT-B/32, ViT-B/16 and ViT-L/14** (the number is the patch size;
+# ViT-L/14@336px, ViT-L/14 trained one more epoch at 336 px, is the paper's best). Its ResNets are modified:
+# ResNet-D tweaks, anti-aliased blur pooling, and the final global average pooling replaced by
+# an *attention pooling*, one multi-head attention layer whose query is the average-pooled
+# feature. The ResNet CLIPs live in OpenAI's `clip` package and in OpenCLIP, not in transformers;
+# the ViTs became the default.
+
+# %% [markdown]
 # ## Zero-shot classification
 #
 # There is no classifier head. To classify, write each class as a sentence ("a photo of a red
@@ -86,6 +146,30 @@ fig = vlmstudy.show_images(test_images[:1], [test_truths[0]], scale=1.6)
 
 # %%
 fig = plotting.probability_bars(probs[0], ALL_CLASSES, top=8, title="CLIP zero-shot, 48 classes")
+
+# %% [markdown]
+# ### The same with transformers' `pipeline`
+#
+# Above we took the *AutoModel route*: load the model and processor, embed, scale, softmax.
+# transformers packs those steps into a pipeline; on the Hub you would write
+# `pipeline("zero-shot-image-classification", model="openai/clip-vit-base-patch32")`. Here we
+# hand it the model and processor already loaded, so both routes use the same weights. It takes
+# an image (a PIL image, a path or a URL), `candidate_labels` and a `hypothesis_template`, and
+# returns a list of `{"score": ..., "label": ...}` dictionaries sorted by score, best first.
+
+# %%
+from transformers import pipeline
+
+classifier = pipeline("zero-shot-image-classification", model=clip, tokenizer=processor.tokenizer,
+                      image_processor=processor.image_processor)
+pipeline_out = classifier(test_images[0], candidate_labels=ALL_CLASSES, hypothesis_template="a photo of a {}.")
+for row in pipeline_out[:3]:
+    print(row)
+pipeline_probs = torch.tensor([{r["label"]: r["score"] for r in pipeline_out}[label] for label in ALL_CLASSES])
+gap = float((pipeline_probs - probs[0]).abs().max())
+print(f"{len(pipeline_out)} labels; largest gap to contrastive.zero_shot's probabilities: {gap:.1e}")
+assert [r["label"] for r in pipeline_out][0] == ALL_CLASSES[int(probs.argmax())], "both routes pick the same class"
+assert gap < 1e-4, "the pipeline computes the same softmax over the same prompts"
 
 # %% [markdown]
 # ## Prompt ensembles
@@ -229,11 +313,22 @@ fig = vlmstudy.photos.show_predictions(predictions)
 
 # %%
 assert all(torch.allclose(ours, theirs, atol=1e-5) for theirs, ours in losses.values()), "clip_loss must equal CLIPModel's own loss"
-assert torch.allclose(probs.sum(dim=-1), torch.ones(1), atol=1e-5), "CLIP's softmax rows sum to 1"
-assert torch.allclose(image_emb.norm(dim=-1), torch.ones(len(images)), atol=1e-5)
-assert similarity.shape == (len(images), len(captions))
+# Each helper against the library's own forward pass, so a wrong scale, a missing normalisation
+# or a softmax over the wrong axis fails here.
+with torch.no_grad():
+    library = clip(**contrastive.pair_inputs(clip, processor, test_images[:1],
+                                             [f"a photo of a {c}." for c in ALL_CLASSES]))
+    pair_logits = clip(**contrastive.pair_inputs(clip, processor, images, captions)).logits_per_image
+assert torch.allclose(probs, library.logits_per_image.float().softmax(dim=-1).cpu(), atol=1e-4), \
+    "zero_shot must give CLIPModel's softmax over the 48 class prompts"
+assert torch.allclose(image_emb, torch.nn.functional.normalize(image_features.float(), dim=-1).cpu(), atol=1e-4), \
+    "embed_images = get_image_features, normalised to unit length"
+assert torch.allclose(similarity, (pair_logits.float() / clip.logit_scale.exp().float()).cpu(), atol=1e-4), \
+    "the cosine matrix is CLIPModel's logits_per_image divided by its scale"
 ensemble_vectors = contrastive.class_embeddings(clip, processor, ALL_CLASSES, shapes.PROMPT_TEMPLATES)
-assert ensemble_vectors.shape == (len(ALL_CLASSES), text_emb.shape[1])
+one_by_one = torch.stack([contrastive.class_embeddings(clip, processor, ALL_CLASSES, (t,)) for t in shapes.PROMPT_TEMPLATES])
+assert torch.allclose(ensemble_vectors, torch.nn.functional.normalize(one_by_one.mean(dim=0), dim=-1), atol=1e-5), \
+    "the ensemble is the normalised mean of the per-template unit vectors"
 print("mechanics: all checks passed")
 
 # Quality belongs to the model: the stand-in must reach the floor its model card sets (or, for what
