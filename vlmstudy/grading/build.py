@@ -1,7 +1,7 @@
 """Build the exercise notebooks from their masters: ``vlmstudy exercises build``.
 
 One master per exercise, ``tools/exercises/NN_name.py``, in the percent format of the course
-notebooks (``tools/build_notebooks.py``, whose cell splitting and notebook writer are reused),
+notebooks (:mod:`vlmstudy.notebook_format`, whose cell splitting and notebook writer are reused),
 with nbgrader-style markers in code cells::
 
     def search(self, query, top_k=5):
@@ -27,7 +27,6 @@ Both carry ``metadata.vlmstudy.exercise`` (the grader reads it to pick the check
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -35,6 +34,7 @@ import tempfile
 from pathlib import Path
 
 from ..errors import VlmStudyError
+from ..notebook_format import notebook_json, percent_cells
 from ..settings import REPO_DIR
 
 __all__ = ["MASTERS_DIR", "EXERCISES_DIR", "SOLUTIONS_DIR", "MasterError", "masters", "student_notebook",
@@ -57,15 +57,6 @@ KERNEL_ENV_UNSET = ("VLMSTUDY_MODE", "VLMSTUDY_DEVICE")
 
 class MasterError(VlmStudyError, ValueError):
     """A master notebook whose markers do not pair up."""
-
-
-def _builder():
-    """tools/build_notebooks.py, the writer of every course notebook (imported from the repository)."""
-    path = REPO_DIR / "tools" / "build_notebooks.py"
-    spec = importlib.util.spec_from_file_location("_vlmstudy_build_notebooks", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def masters(directory: Path | None = None) -> list[Path]:
@@ -108,7 +99,7 @@ def _student_cell(kind: str, body: str, where: str) -> str:
 
 
 def _cells(master: Path) -> list[tuple[str, str]]:
-    cells = _builder()._cells(master.read_text(encoding="utf-8"))
+    cells = percent_cells(master.read_text(encoding="utf-8"))
     for i, (kind, body) in enumerate(cells):  # validate every cell, solution side too
         list(_regions(body, BEGIN_SOLUTION, END_SOLUTION, f"{master.name}, cell {i}"))
         list(_regions(body, BEGIN_HIDDEN, END_HIDDEN, f"{master.name}, cell {i}"))
@@ -126,13 +117,13 @@ def student_notebook(master: Path) -> str:
         body = _student_cell(kind, body, f"{master.name}, cell {i}")
         if body.strip():
             cells.append((kind, body, i))
-    return _builder().notebook_json(master.stem, cells, metadata=_metadata(master))
+    return notebook_json(master.stem, cells, metadata=_metadata(master))
 
 
 def solution_notebook(master: Path) -> str:
     """The instructor's notebook JSON, not executed (no outputs)."""
     cells = [(kind, body, i) for i, (kind, body) in enumerate(_cells(master))]
-    return _builder().notebook_json(master.stem, cells, metadata=_metadata(master))
+    return notebook_json(master.stem, cells, metadata=_metadata(master))
 
 
 def kernel_env(extra: dict | None = None) -> dict:
@@ -148,7 +139,7 @@ def execute_notebook(text: str, cwd: Path, timeout: int = 600) -> str:
     import nbformat
     from nbclient.exceptions import CellExecutionError
 
-    from .grader import notebook_client
+    from .kernel import notebook_client
 
     nb = nbformat.reads(text, as_version=4)
     client = notebook_client(nb, timeout=timeout, record_timing=False, allow_errors=False, shutdown_kernel="immediate")

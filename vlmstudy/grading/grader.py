@@ -43,47 +43,18 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..errors import VlmStudyError
+from .kernel import KERNEL_NAME, kernel_manager, notebook_client  # noqa: F401  (public names of this module)
 
 __all__ = ["GradingError", "PartScore", "Grade", "grade", "grade_many", "write_csv", "kernel_manager",
            "notebook_client", "DEFAULT_TIMEOUT", "DEFAULT_TOTAL_TIMEOUT"]
 
 DEFAULT_TIMEOUT = 120          # seconds per cell, and per part's checks
 DEFAULT_TOTAL_TIMEOUT = 900    # seconds for the whole grade of one submission
-KERNEL_NAME = "vlmstudy-grader"
 STARTUP_TIMEOUT = 120          # seconds for a new submission process to answer
 
 
 class GradingError(VlmStudyError):
     """A submission that cannot be graded at all (not a notebook, unknown exercise, no process)."""
-
-
-# ----------------------------------------------------------------------------- the kernel
-
-def kernel_manager():
-    """A kernel manager for an IPython kernel of *this* Python (not whatever kernelspec named
-    ``python3`` the machine has), as ``--nbval-current-env`` does."""
-    from jupyter_client.kernelspec import KernelSpec, KernelSpecManager
-    from jupyter_client.manager import AsyncKernelManager
-
-    class _ThisPython(KernelSpecManager):
-        def get_kernel_spec(self, kernel_name):
-            return KernelSpec(argv=[sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-                              display_name="vlmstudy grader", language="python", name=KERNEL_NAME)
-
-    return AsyncKernelManager(kernel_name=KERNEL_NAME, kernel_spec_manager=_ThisPython())
-
-
-def notebook_client(nb, **options):
-    """An ``nbclient.NotebookClient`` for ``nb`` that starts its kernels with :func:`kernel_manager`
-    and owns them (shuts each one down when done)."""
-    from nbclient import NotebookClient
-
-    class _Client(NotebookClient):
-        def create_kernel_manager(self):
-            self.km = kernel_manager()
-            return self.km
-
-    return _Client(nb, **options)
 
 
 # ----------------------------------------------------------------------------- scores
