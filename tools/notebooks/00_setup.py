@@ -73,7 +73,7 @@ except vlmstudy.ConfigError as err:
     print(err)
 
 # %% [markdown]
-# ## Check yourself
+# ## Checks
 #
 # These should all pass. If one fails, its message says what to do.
 
@@ -91,3 +91,57 @@ assert vlmstudy.set_device("cpu") == "cpu" and torch.ones(2, device=vlmstudy.get
 vlmstudy.set_device(None)
 assert torch.ones(2, device=vlmstudy.get_device()).sum().item() == 2, "the automatic device must run a tensor"
 print("All set: on to 01.")
+
+# %% [markdown]
+# ## Summary
+#
+# * The course runs in one of two **modes**. `tiny` (the default) loads small stand-ins from `assets/models/`: the same transformers classes and processors as the real models, trained on ShapesWorld, offline and fast on a CPU. `hub` loads the real checkpoints from the Hugging Face Hub.
+# * Both go through `from_pretrained`, so the code of every notebook is the same in both modes; only where the weights come from changes.
+# * `vlmstudy.print_environment_report()` (or `vlmstudy doctor` in a terminal) says whether the environment can run the course: `missing` and `error` rows must be fixed first, `warn` rows work.
+# * The device is chosen for you (CUDA, then Apple MPS, then CPU) and can be pinned with `VLMSTUDY_DEVICE` or `vlmstudy.set_device`; a name that is not allowed is refused with a message that lists the allowed ones.
+
+# %% [markdown]
+# ## Check yourself
+#
+# Answer each question for yourself first, then open the answer.
+#
+# **1. Why can a notebook written for the stand-ins run unchanged on the real checkpoints?**
+#
+# <details><summary>Answer</summary>
+#
+# A stand-in is the same transformers class with the same processor as the real model, loaded through the same `from_pretrained`; only its configuration numbers and weights differ. The mode decides where the weights come from, not what the code does.
+#
+# </details>
+#
+# **2. How do you switch to the real models for a whole JupyterLab session, and for one notebook only?**
+#
+# <details><summary>Answer</summary>
+#
+# For a session: start it with `VLMSTUDY_MODE=hub jupyter lab`. For one notebook: `vlmstudy.set_mode("hub")` at its top; `vlmstudy.set_mode(None)` goes back to what `VLMSTUDY_MODE` says (`tiny` when it is unset).
+#
+# </details>
+#
+# **3. Which device does the course pick on a Mac with Apple silicon and no CUDA, and how do you make it use the CPU instead?**
+#
+# <details><summary>Answer</summary>
+#
+# Apple's MPS (the order is CUDA, then MPS, then CPU). `VLMSTUDY_DEVICE=cpu` before starting, or `vlmstudy.set_device("cpu")` in the notebook; `set_device(None)` returns to the automatic choice.
+#
+# </details>
+#
+# **4. The environment report shows a `warn` row for a stand-in that is not built yet. Must you fix it before going on?**
+#
+# <details><summary>Answer</summary>
+#
+# No. `warn` means it works and the hint is worth reading; only `missing` and `error` rows must be fixed first (the fix follows `->` in the row). The first check in this notebook fails only on those.
+#
+# </details>
+
+# %% [markdown]
+# ## References
+#
+# * Wolf et al., *Transformers: State-of-the-Art Natural Language Processing* (2020): [arXiv:1910.03771](https://arxiv.org/abs/1910.03771).
+# * transformers docs: [Installation, the cache and offline mode](https://huggingface.co/docs/transformers/installation), [Auto classes and `from_pretrained`](https://huggingface.co/docs/transformers/model_doc/auto).
+# * Hugging Face Hub docs: [Manage the cache](https://huggingface.co/docs/huggingface_hub/guides/manage-cache).
+# * The first real checkpoint of the course: [openai/clip-vit-base-patch32](https://huggingface.co/openai/clip-vit-base-patch32).
+# * PyTorch: [MPS backend](https://pytorch.org/docs/stable/notes/mps.html) (Apple GPUs).

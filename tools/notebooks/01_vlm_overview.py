@@ -125,7 +125,7 @@ print(type(model).__name__, "+", type(processor).__name__, "in", vlmstudy.get_mo
 print(f"{sum(p.numel() for p in model.parameters()):,} parameters")
 
 # %% [markdown]
-# ## Check yourself
+# ## Checks
 
 # %%
 rows = vlmstudy.zoo.table.zoo_rows()
@@ -139,3 +139,65 @@ assert len(vlmstudy.diagrams.FAMILIES) == 4 and len(families.axes) == 4
 assert not any((c, s) in shapes.HELD_OUT_COMBOS for sc in shapes.make_scenes("train", 200) for c, s in
                ((o.color, o.shape) for o in sc.objects)), "held-out pairs never appear in training"
 print("All checks passed: on to 02, CLIP.")
+
+# %% [markdown]
+# ## Summary
+#
+# * Every model of the course starts with a vision transformer that turns image patches into vectors; the four families differ in what they do next.
+# * **Dual encoders** (CLIP, SigLIP) end in one vector per image and per text, compared by cosine similarity: fast search and zero-shot classification, but no text output. **Encoder-decoders** (BLIP) write text while cross-attending to the patch vectors. A **Q-Former** (BLIP-2, InstructBLIP) hands a frozen LLM a fixed number of query vectors. A **projector** (LLaVA) turns every patch into one LLM token.
+# * ShapesWorld gives every scene its exact caption, questions and answers, so every claim about a model can be measured; the `heldout` split tests whether a model composes a colour and a shape it never saw together.
+# * The zoo's real parameter counts come from building each architecture on PyTorch's `meta` device, without a download; the stand-ins are the same classes with much smaller configurations.
+# * `vlmstudy.load(name)` returns `(model, processor)` in both modes; `zoo.resolve_source` tells you where a name would load from.
+
+# %% [markdown]
+# ## Check yourself
+#
+# Answer each question for yourself first, then open the answer.
+#
+# **1. Why can a dual encoder search a million images quickly, and why can it not caption one?**
+#
+# <details><summary>Answer</summary>
+#
+# It encodes each image and each text on its own into one vector in a shared space, so the gallery is embedded once and a query is one text encoding plus a similarity against all stored vectors. It has no decoder: it can score an image-text pair, never write a word.
+#
+# </details>
+#
+# **2. What does the language model receive from a Q-Former, and what from a LLaVA projector?**
+#
+# <details><summary>Answer</summary>
+#
+# From a Q-Former: a fixed number of vectors, one per learned query (32 in the real BLIP-2), whatever the picture. From LLaVA's projector: one token per image patch (576 for a 336-pixel image in LLaVA-1.5), so more detail and a longer prompt.
+#
+# </details>
+#
+# **3. What does the `heldout` split test, and why could the training split not test it?**
+#
+# <details><summary>Answer</summary>
+#
+# Composition: each held-out colour-shape pair is made of a colour and a shape the model saw in training, but never together. By construction no training scene contains such a pair (the last check of this notebook asserts it), so only a split of unseen pairs can ask whether the model learned colour and shape separately.
+#
+# </details>
+#
+# **4. How can the zoo table print the parameter count of a 7-billion-parameter model without downloading it?**
+#
+# <details><summary>Answer</summary>
+#
+# It builds the architecture from its configuration on PyTorch's `meta` device, where tensors have shapes but no memory, and counts the parameters of that empty model.
+#
+# </details>
+#
+# **5. What differs between the tiny CLIP stand-in and the real CLIP?**
+#
+# <details><summary>Answer</summary>
+#
+# The numbers in the configuration (hidden sizes, layers, heads, vocabulary) and the weights. The class, the forward pass, the processor and the loading call are the same.
+#
+# </details>
+
+# %% [markdown]
+# ## References
+#
+# * Dosovitskiy et al., *An Image is Worth 16x16 Words* (ViT, 2020): [arXiv:2010.11929](https://arxiv.org/abs/2010.11929).
+# * The four families, one paper each: CLIP [arXiv:2103.00020](https://arxiv.org/abs/2103.00020), BLIP [arXiv:2201.12086](https://arxiv.org/abs/2201.12086), BLIP-2 [arXiv:2301.12597](https://arxiv.org/abs/2301.12597), LLaVA [arXiv:2304.08485](https://arxiv.org/abs/2304.08485).
+# * Model cards on the Hub: [openai/clip-vit-base-patch32](https://huggingface.co/openai/clip-vit-base-patch32), [google/siglip-base-patch16-224](https://huggingface.co/google/siglip-base-patch16-224), [Salesforce/blip-image-captioning-base](https://huggingface.co/Salesforce/blip-image-captioning-base), [Salesforce/blip-vqa-base](https://huggingface.co/Salesforce/blip-vqa-base), [Salesforce/blip2-opt-2.7b](https://huggingface.co/Salesforce/blip2-opt-2.7b), [Salesforce/instructblip-vicuna-7b](https://huggingface.co/Salesforce/instructblip-vicuna-7b), [llava-hf/llava-1.5-7b-hf](https://huggingface.co/llava-hf/llava-1.5-7b-hf), [llava-hf/llava-v1.6-mistral-7b-hf](https://huggingface.co/llava-hf/llava-v1.6-mistral-7b-hf).
+# * transformers docs: [Auto classes](https://huggingface.co/docs/transformers/model_doc/auto); PyTorch: [the meta device](https://pytorch.org/docs/stable/meta.html).

@@ -309,7 +309,7 @@ assert all(torch.allclose(p.probs.sum(), torch.tensor(1.0), atol=1e-5) for p in 
 fig = vlmstudy.photos.show_predictions(predictions)
 
 # %% [markdown]
-# ## Check yourself
+# ## Checks
 
 # %%
 assert all(torch.allclose(ours, theirs, atol=1e-5) for theirs, ours in losses.values()), "clip_loss must equal CLIPModel's own loss"
@@ -339,3 +339,66 @@ evaluation.check_quality(clip, "loss on moved captions minus loss on matching pa
                          float(losses["captions moved by one"][0] - losses["matching pairs"][0]), floor=1.0)
 evaluation.check_quality(clip, "hard-negative binding accuracy", binding.accuracy()["all"], floor=0.5)
 print("On to 03, SigLIP.")
+
+# %% [markdown]
+# ## Summary
+#
+# * CLIP's two encoders each end in a projection into one shared space; the embeddings are normalised to unit length and compared by cosine similarity, so a matching image and caption give the bright diagonal of the heatmap.
+# * Zero-shot classification needs no classifier head: each class is written as a sentence, embedded, and the image picks the closest one; the learned `logit_scale` times the cosines goes through a softmax over the classes.
+# * A prompt ensemble averages the normalised class vectors of several templates; whether it helps must be measured, and on this stand-in, trained on exactly these templates, the gain is within noise.
+# * The contrastive loss is a cross-entropy over the $B \times B$ logits in both directions, every other pair of the batch serving as a negative; ours equals `CLIPModel`'s.
+# * The temperature changes how confident the probabilities are, never the ranking; hard negatives (one attribute changed, two objects swapped) measure whether a model binds colours to shapes.
+# * Outside its training world a model still returns probabilities that mean nothing: the stand-in reads every unknown word as the same token.
+
+# %% [markdown]
+# ## Check yourself
+#
+# Answer each question for yourself first, then open the answer.
+#
+# **1. Why does zero-shot classification need no classifier head?**
+#
+# <details><summary>Answer</summary>
+#
+# The classes are written as sentences ("a photo of a red circle.") and embedded by the text encoder; the image is assigned to the sentence whose embedding is closest. Any set of classes you can write down works, without training.
+#
+# </details>
+#
+# **2. If the learned scale were ten times larger, what would happen to the zero-shot accuracy and to the probabilities?**
+#
+# <details><summary>Answer</summary>
+#
+# The accuracy would not change: multiplying all cosines by the same positive number keeps their ranking. The probabilities would be sharper, with more of the mass on the best class (the temperature figure shows scales 1, 10 and 100).
+#
+# </details>
+#
+# **3. Where do the negatives of CLIP's contrastive loss come from?**
+#
+# <details><summary>Answer</summary>
+#
+# From the batch itself: for image $i$ the other $B - 1$ captions are the negatives (and the other images for caption $i$). No labels are needed beyond "these two go together".
+#
+# </details>
+#
+# **4. What loss would a model that cannot tell the pairs apart score on a batch of 16, and why?**
+#
+# <details><summary>Answer</summary>
+#
+# $\log 16$, printed above as the chance level: a uniform distribution over the 16 candidates gives the right one probability $1/16$, and the cross-entropy is $-\log(1/16)$.
+#
+# </details>
+#
+# **5. Why does the stand-in give "cat" and "dog" the very same probability on a real photo?**
+#
+# <details><summary>Answer</summary>
+#
+# Its tokenizer knows only ShapesWorld's words, so both become the same unknown token: "a photo of a cat." and "a photo of a dog." are the same input, with the same embedding and the same score.
+#
+# </details>
+
+# %% [markdown]
+# ## References
+#
+# * Radford et al., *Learning Transferable Visual Models From Natural Language Supervision* (CLIP, 2021): [arXiv:2103.00020](https://arxiv.org/abs/2103.00020).
+# * Binding and hard negatives: Yuksekgonul et al., *When and why vision-language models behave like bags-of-words* (ARO, 2023): [arXiv:2210.01936](https://arxiv.org/abs/2210.01936); Thrush et al., *Winoground* (2022): [arXiv:2204.03162](https://arxiv.org/abs/2204.03162).
+# * Model card: [openai/clip-vit-base-patch32](https://huggingface.co/openai/clip-vit-base-patch32).
+# * transformers docs: [CLIP](https://huggingface.co/docs/transformers/model_doc/clip), [zero-shot image classification](https://huggingface.co/docs/transformers/tasks/zero_shot_image_classification).

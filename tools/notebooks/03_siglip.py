@@ -6,10 +6,15 @@
 # SigLIP's zero-shot probabilities need not sum to 1, and say what the batch size does to each
 # loss.
 #
-# SigLIP ([Zhai et al., 2023](https://arxiv.org/abs/2303.15343)) keeps CLIP's architecture, two
-# encoders and a cosine similarity, and changes only the loss: instead of asking "which of the
-# $B$ texts in this batch belongs to this image?" (a softmax over the batch), it asks $B^2$
-# separate yes/no questions, "do this image and this text match?" (one sigmoid per pair).
+# SigLIP ([Zhai et al., 2023](https://arxiv.org/abs/2303.15343)) keeps CLIP's plan, two
+# encoders and a cosine similarity, and its central change is the loss: instead of asking "which
+# of the $B$ texts in this batch belongs to this image?" (a softmax over the batch), it asks $B^2$
+# separate yes/no questions, "do this image and this text match?" (one sigmoid per pair). It is
+# not the *only* change. The loss comes with a learned **bias** added to every logit (below), and
+# the released checkpoints differ in the towers too: the image tower pools its patches with an
+# attention-pooling head (transformers' `SiglipMultiheadAttentionPoolingHead`, a learned query
+# attending over all patches) where CLIP takes the CLS token, and the text tower reads its last
+# token through a linear `head` where CLIP has separate projection layers.
 
 # %%
 import inspect
@@ -149,8 +154,15 @@ fig = plotting.curves(sizes, {"CLIP loss (softmax)": clip_curve,
 #
 # That independence is what makes the sigmoid loss cheap at scale: it can be computed one
 # block of images at a time, each block (on its own device, say) needing only its own images,
-# and the blocks simply add up. A softmax cannot be split this way: its denominator needs every
-# negative of a row at once.
+# and the blocks simply add up. The softmax loss can be chunked too, with more bookkeeping: a
+# running log-sum-exp over the blocks of a row gives its denominator exactly, block by block.
+# What the softmax really costs across devices is the gathering: every device needs every
+# other device's embeddings (an all-gather of all $B$ embeddings) to form its rows, and the
+# full row must be seen before one term of the loss is known. The sigmoid loss needs no
+# normaliser, so the SigLIP paper passes the text blocks around the devices one at a time and
+# never holds the whole $B \times B$ matrix. Below, the blocks of the sigmoid loss add up to the
+# full loss, while the CLIP loss of four separate batches of 32 is *not* the loss of 128 pairs:
+# each batch only saw 31 negatives per row.
 
 # %%
 with torch.no_grad():
@@ -196,13 +208,19 @@ fig = plotting.probability_panels({"CLIP (softmax)": clip_rows[0].probs, "SigLIP
                                   list(photo.labels), top=None, title=f"{photo.name}: its five labels")
 
 # %% [markdown]
-# ## Check yourself
+# ## Checks
 
 # %%
 assert torch.allclose(ours, out.loss, atol=1e-5), "siglip_loss must equal SiglipModel's own loss"
-assert torch.allclose(clip_probs.sum(), torch.tensor(1.0), atol=1e-5), "CLIP's softmax row sums to 1"
-assert torch.allclose(siglip_few[0], siglip_probs[k], atol=1e-5), "a SigLIP probability ignores the other labels"
-assert clip_few[0] >= clip_probs[k] - 1e-6, "fewer labels to share it with: CLIP's probability can only grow"
+few_index = [ALL_CLASSES.index(label) for label in few]
+assert torch.allclose(clip_few, clip_probs[few_index] / clip_probs[few_index].sum(), atol=1e-5), \
+    "CLIP: the 3-label probabilities are the 48-label ones renormalised over those 3 (one softmax over labels)"
+assert torch.allclose(siglip_few, siglip_probs[few_index], atol=1e-5), "a SigLIP probability ignores the other labels"
+with torch.no_grad():
+    siglip_library = siglip(**contrastive.pair_inputs(siglip, siglip_processor, [image],
+                                                      [f"a photo of a {c}." for c in ALL_CLASSES]))
+assert torch.allclose(siglip_probs, torch.sigmoid(siglip_library.logits_per_image[0].float()).cpu(), atol=1e-4), \
+    "zero_shot for SigLIP = the sigmoid of SiglipModel's logits (scale and bias included)"
 assert torch.allclose(blocked, full, atol=1e-4), "the sigmoid loss adds up over blocks"
 assert clip_curve[-1] > clip_curve[0], "the CLIP loss grows with the batch size"
 print("mechanics: all checks passed")
@@ -212,3 +230,65 @@ for name, (model_, _) in models.items():
     evaluation.check_quality(model_, "zero_shot_accuracy", results[name]["test"], n=len(splits["test"][1]))
     evaluation.check_quality(model_, "zero_shot_heldout_accuracy", results[name]["heldout"], n=len(splits["heldout"][1]))
 print("On to 04, image search.")
+
+# %% [markdown]
+# ## Summary
+#
+# * SigLIP's loss is one binary logistic term per image-text pair, $-\log \sigma(\ell_{ij}(s\,x_i \cdot y_j + b))$, with a learned scale and a learned bias; ours equals `SiglipModel`'s.
+# * The two stand-ins were compared on the same test and held-out sets; one training run each says which tiny model learned more here, not which loss is better in general.
+# * CLIP's zero-shot probabilities are a softmax over the offered labels and depend on which labels you offer; SigLIP's are one sigmoid per label, need not sum to 1, and stay the same when other labels are removed.
+# * CLIP's loss grows with the batch size (a random guess scores $\log B$), so it is only comparable at one batch size; SigLIP's per-pair loss settles as $B$ grows.
+# * The sigmoid loss adds up over blocks of pairs, which is what lets it be computed one block, or one device, at a time.
+
+# %% [markdown]
+# ## Check yourself
+#
+# Answer each question for yourself first, then open the answer.
+#
+# **1. Why does SigLIP not need the whole batch for its loss?**
+#
+# <details><summary>Answer</summary>
+#
+# Every pair's term depends only on that image, that text, the scale and the bias; the loss is their sum. Blocks of pairs can be computed separately (on different devices) and added, and the blocked loss above equals the full one. CLIP's softmax normalises each row over every text of the batch, so in distributed training every device needs every embedding, gathered from all the others.
+#
+# </details>
+#
+# **2. Why does SigLIP learn a bias, and why does it start strongly negative?**
+#
+# <details><summary>Answer</summary>
+#
+# A batch of $B$ has one matching pair per row and $B - 1$ non-matching ones. Starting with a large negative bias ($-10$) makes "no match" the default answer, so the first steps are not spent pushing down the many negatives.
+#
+# </details>
+#
+# **3. You remove all but three of the 48 labels. Whose probability for the true label changes, and why?**
+#
+# <details><summary>Answer</summary>
+#
+# CLIP's grows, because its softmax now shares the mass among three labels instead of 48. SigLIP's stays the same: each label is scored by its own sigmoid, whatever the other labels are.
+#
+# </details>
+#
+# **4. Why can you not compare a CLIP loss computed with batches of 8 with one computed with batches of 128?**
+#
+# <details><summary>Answer</summary>
+#
+# A bigger batch is a harder test (one right text among more candidates): even a random guess scores $\log B$, which is larger for 128 than for 8. A CLIP loss is comparable only at the same batch size.
+#
+# </details>
+#
+# **5. SigLIP gives two labels of one photo a score above 0.5. Is that a contradiction?**
+#
+# <details><summary>Answer</summary>
+#
+# No. Each score answers its own yes/no question ("does this label fit?"), so two labels can both fit, or none. Only a softmax, like CLIP's, forces the labels to share one unit of probability.
+#
+# </details>
+
+# %% [markdown]
+# ## References
+#
+# * Zhai et al., *Sigmoid Loss for Language Image Pre-Training* (SigLIP, 2023): [arXiv:2303.15343](https://arxiv.org/abs/2303.15343).
+# * Radford et al., CLIP (2021): [arXiv:2103.00020](https://arxiv.org/abs/2103.00020).
+# * Model cards: [google/siglip-base-patch16-224](https://huggingface.co/google/siglip-base-patch16-224), [openai/clip-vit-base-patch32](https://huggingface.co/openai/clip-vit-base-patch32).
+# * transformers docs: [SigLIP](https://huggingface.co/docs/transformers/model_doc/siglip), [CLIP](https://huggingface.co/docs/transformers/model_doc/clip).

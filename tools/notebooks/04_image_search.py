@@ -192,7 +192,7 @@ fig = plotting.show_hits(photo_hits, [p.image for p in real_photos], query=photo
                          titles=[real_photos[h.position].name for h in photo_hits])
 
 # %% [markdown]
-# ## Check yourself
+# ## Checks
 
 # %%
 text_query = contrastive.embed_texts(clip, processor, ["a red circle on the left"])
@@ -208,3 +208,58 @@ print("mechanics: all checks passed")
 # Quality: the stand-in must reach the floor its model card sets; a real checkpoint is printed.
 evaluation.check_quality(clip, "text_to_image_recall@1", recall_1, n=len(index))
 print("On to 05, BLIP.")
+
+# %% [markdown]
+# ## Summary
+#
+# * An image index is the gallery embedded **once** by the image encoder (unit vectors) plus one piece of metadata per image; a text or an image query is embedded by the same model and the hits are its nearest neighbours by cosine similarity.
+# * Recall@1 and recall@5, with every gallery caption as a query (any image with that caption counts), measure how good the search is.
+# * faiss's IVF index clusters the vectors into `nlist` cells and scans only the `nprobe` nearest ones: scanning every cell gives the exact result, scanning fewer is faster and approximate, and `recall` measures what it misses.
+# * An index is saved as safetensors and JSON, never pickle, so loading one cannot run code.
+# * Retrieve, then answer: a dual encoder finds the image, a VQA model answers about it; each step can fail on its own, and the print-out shows which.
+
+# %% [markdown]
+# ## Check yourself
+#
+# Answer each question for yourself first, then open the answer.
+#
+# **1. Why is the gallery embedded once, while every query is embedded when it comes?**
+#
+# <details><summary>Answer</summary>
+#
+# In a dual encoder the image embeddings do not depend on the query: each encoder works on its own. So the slow part, encoding every image, is done once, and a query costs one encoding plus one matrix product with the stored vectors.
+#
+# </details>
+#
+# **2. What makes an IVF index approximate, and how do you make it exact again?**
+#
+# <details><summary>Answer</summary>
+#
+# A query scans only the `nprobe` cells (k-means clusters) nearest to it, so a true neighbour that sits in another cell is missed. With `nprobe` equal to `nlist` every cell is scanned and the result equals the exact search, as the first faiss check shows.
+#
+# </details>
+#
+# **3. Why does the index store its vectors in safetensors and its metadata in JSON rather than in a pickle?**
+#
+# <details><summary>Answer</summary>
+#
+# Unpickling a file can run arbitrary code, so loading an index someone sent you would be a risk. safetensors and JSON hold data only.
+#
+# </details>
+#
+# **4. A retrieve-then-answer result is wrong. Which two things can have gone wrong, and how do you tell them apart?**
+#
+# <details><summary>Answer</summary>
+#
+# The search can have returned the wrong image (then even a perfect answer is about the wrong picture), or the answer can be wrong about the right image. Compare the retrieved image with the description first, then the answer with that image's truth; the print-out shows both steps.
+#
+# </details>
+
+# %% [markdown]
+# ## References
+#
+# * Radford et al., CLIP (2021): [arXiv:2103.00020](https://arxiv.org/abs/2103.00020).
+# * Johnson, Douze and Jégou, *Billion-scale similarity search with GPUs* (faiss, 2017): [arXiv:1702.08734](https://arxiv.org/abs/1702.08734); Douze et al., *The Faiss library* (2024): [arXiv:2401.08281](https://arxiv.org/abs/2401.08281).
+# * Lewis et al., *Retrieval-Augmented Generation for Knowledge-Intensive NLP Tasks* (RAG, 2020): [arXiv:2005.11401](https://arxiv.org/abs/2005.11401).
+# * Model cards: [openai/clip-vit-base-patch32](https://huggingface.co/openai/clip-vit-base-patch32), [Salesforce/blip-vqa-base](https://huggingface.co/Salesforce/blip-vqa-base).
+# * Docs: [transformers CLIP](https://huggingface.co/docs/transformers/model_doc/clip), [safetensors](https://huggingface.co/docs/safetensors), [the faiss wiki](https://github.com/facebookresearch/faiss/wiki).

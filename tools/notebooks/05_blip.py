@@ -203,7 +203,7 @@ assert all(isinstance(a, str) for a in photo_answers.column("BLIP-VQA") + photo_
 photo_answers
 
 # %% [markdown]
-# ## Check yourself
+# ## Checks
 #
 # The first block checks the mechanics: they hold for any weights, in every mode. The second
 # checks what the models can do: a stand-in must reach the floor its model card sets (it fails on
@@ -238,3 +238,66 @@ print(f"exact captions {caption_accuracy:.0%}, objects named right {object_recal
 evaluation.check_quality(captioner, "caption_object_recall", object_recall, n=sum(len(s.objects) for s in scenes))
 evaluation.check_quality(vqa, "vqa_accuracy", vqa_accuracy, n=len(truths), kinds=question_kinds)
 print("On to 06, BLIP-2 and InstructBLIP.")
+
+# %% [markdown]
+# ## Summary
+#
+# * BLIP adds a text **decoder** to the image encoder: it writes one token at a time while cross-attending to the patch features. A captioner writes captions, with or without a prompt it continues; BLIP-VQA answers a question it reads through a text encoder that looks at the image.
+# * `generate` gives a probability for every next token and the decoding strategy picks one: greedy (the most likely), beam search (the most likely whole text among a few kept candidates) or sampling (drawn, shaped by `temperature` and `top_p`, repeatable with a seed).
+# * A model that is confident on its world makes the strategies agree; flattening the distribution is where sampling's variety and its mistakes come from.
+# * transformers v5 renamed or removed several entry points (`AutoModelForImageTextToText`, `dtype`, `quantization_config`, the `image-text-to-text` pipeline); the notebook checks them against the installed version.
+# * An Auto class picks the class from the model type only; reading `architectures` from the checkpoint's config gives BLIP-VQA its own class.
+
+# %% [markdown]
+# ## Check yourself
+#
+# Answer each question for yourself first, then open the answer.
+#
+# **1. How does BLIP's decoder use the image when it writes a word?**
+#
+# <details><summary>Answer</summary>
+#
+# Through cross-attention in its layers: the text tokens' hidden states are the queries, the image encoder's patch features the keys and values, so each new token is written from a weighted average of the patches.
+#
+# </details>
+#
+# **2. When is beam search a better choice than greedy decoding, and what does it cost?**
+#
+# <details><summary>Answer</summary>
+#
+# For short, factual outputs (captions, answers), where the most likely whole text matters: it keeps `num_beams` partial texts and can recover from a first token that greedy would commit to. It costs about `num_beams` times the compute.
+#
+# </details>
+#
+# **3. What do `temperature=0.7` and `top_p=0.9` each do when sampling?**
+#
+# <details><summary>Answer</summary>
+#
+# A temperature below 1 sharpens the next-token distribution (above 1 flattens it). `top_p=0.9` keeps only the most likely tokens that together make up 90 % of the probability and draws among them.
+#
+# </details>
+#
+# **4. Why did greedy, beam search and mild sampling give the same captions here, while temperature 2 did not?**
+#
+# <details><summary>Answer</summary>
+#
+# The stand-in is confident on ShapesWorld: its most likely token has almost all the probability, so every strategy picks it. Temperature 2 flattens the distribution enough for rare tokens to be drawn.
+#
+# </details>
+#
+# **5. Why does `AutoModelForImageTextToText` give the wrong class for a BLIP-VQA checkpoint?**
+#
+# <details><summary>Answer</summary>
+#
+# It chooses the class from the model type, and for `blip` that is the captioner, `BlipForConditionalGeneration`, which drops the VQA text encoder's weights. Reading `architectures` from the checkpoint's `config.json`, as `vlmstudy.load` does, gives `BlipForQuestionAnswering`.
+#
+# </details>
+
+# %% [markdown]
+# ## References
+#
+# * Li et al., *BLIP: Bootstrapping Language-Image Pre-training for Unified Vision-Language Understanding and Generation* (2022): [arXiv:2201.12086](https://arxiv.org/abs/2201.12086).
+# * Holtzman et al., *The Curious Case of Neural Text Degeneration* (nucleus / top-p sampling, 2019): [arXiv:1904.09751](https://arxiv.org/abs/1904.09751).
+# * Goyal et al., *Making the V in VQA Matter* (VQAv2, 2017): [arXiv:1612.00837](https://arxiv.org/abs/1612.00837).
+# * Model cards: [Salesforce/blip-image-captioning-base](https://huggingface.co/Salesforce/blip-image-captioning-base), [Salesforce/blip-vqa-base](https://huggingface.co/Salesforce/blip-vqa-base).
+# * transformers docs: [BLIP](https://huggingface.co/docs/transformers/model_doc/blip), [generation strategies](https://huggingface.co/docs/transformers/generation_strategies), [text generation reference](https://huggingface.co/docs/transformers/main_classes/text_generation).

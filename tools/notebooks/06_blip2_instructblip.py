@@ -227,7 +227,7 @@ photo_captions
 photo_answers
 
 # %% [markdown]
-# ## Check yourself
+# ## Checks
 #
 # The first block checks the mechanics: they hold for any weights, in every mode. The second
 # checks what the models can do: a stand-in must reach the floor its model card sets (it fails
@@ -267,3 +267,66 @@ evaluation.check_quality("blip2", "gain of the trained prompt format over the ba
                          accuracy['"Question: ... Answer:"'] - accuracy["bare question"], floor=1 / len(qas))
 evaluation.check_quality(instructblip, "vqa_accuracy", ib_accuracy, n=len(qas), kinds=question_kinds)
 print("On to 07, LLaVA.")
+
+# %% [markdown]
+# ## Summary
+#
+# * BLIP-2 keeps a pretrained image encoder and a pretrained language model **frozen** and trains a small bridge: the Q-Former, whose learned query tokens cross-attend to the image features; a linear layer projects its outputs into the language model's embedding space.
+# * The language model always gets the same number of image vectors, one per query, whatever the picture; the processor writes one `<image>` placeholder per query, and the model swaps in the projected queries. Our step-by-step walk equals `get_image_features`.
+# * A frozen LLM does what its training taught it: the format BLIP-2 was trained and evaluated with ("Question: ... Answer:") beats the bare question on the stand-in.
+# * BLIP-2 and InstructBLIP have no chat template: a conversation can be written into one prompt, but the format is invented, the Q-Former sees the image once, and the history fills the context.
+# * InstructBLIP gives the instruction to the Q-Former too (`qformer_input_ids`), so what it extracts from the image depends on what is asked.
+
+# %% [markdown]
+# ## Check yourself
+#
+# Answer each question for yourself first, then open the answer.
+#
+# **1. How many image vectors does BLIP-2's language model receive, and does it depend on the size of the picture?**
+#
+# <details><summary>Answer</summary>
+#
+# One per query token, `num_query_tokens` (32 in the real BLIP-2), whatever the picture: the queries summarise the image features (257 of them in the real model) into a fixed-length sequence.
+#
+# </details>
+#
+# **2. Which parts of BLIP-2 are trained, and which stay frozen?**
+#
+# <details><summary>Answer</summary>
+#
+# The Q-Former with its query tokens, and the projection into the language model, are trained. The image encoder and the language model stay frozen.
+#
+# </details>
+#
+# **3. Why did the stand-in answer better with "Question: ... Answer:" than with the bare question?**
+#
+# <details><summary>Answer</summary>
+#
+# That is the format it was trained on (and the one the BLIP-2 paper evaluates with). Behind a Q-Former the language model does what training taught it, and a format it was not tuned on costs accuracy.
+#
+# </details>
+#
+# **4. Why are follow-up questions hard for BLIP-2 even with the first turn written into the prompt?**
+#
+# <details><summary>Answer</summary>
+#
+# There is no chat template, so the conversation format is invented; the Q-Former sees the image once, without the question, so its queries cannot look again for what the follow-up asks about; and every turn uses more of the language model's context.
+#
+# </details>
+#
+# **5. Why does InstructBLIP's processor return `qformer_input_ids` beside `input_ids`?**
+#
+# <details><summary>Answer</summary>
+#
+# InstructBLIP feeds the instruction to the Q-Former as well as to the language model, with the Q-Former's own tokenizer, so the queries extract what the instruction asks about instead of a generic summary.
+#
+# </details>
+
+# %% [markdown]
+# ## References
+#
+# * Li et al., *BLIP-2: Bootstrapping Language-Image Pre-training with Frozen Image Encoders and Large Language Models* (2023): [arXiv:2301.12597](https://arxiv.org/abs/2301.12597).
+# * Dai et al., *InstructBLIP: Towards General-purpose Vision-Language Models with Instruction Tuning* (2023): [arXiv:2305.06500](https://arxiv.org/abs/2305.06500).
+# * Zhang et al., *OPT: Open Pre-trained Transformer Language Models* (2022): [arXiv:2205.01068](https://arxiv.org/abs/2205.01068).
+# * Model cards: [Salesforce/blip2-opt-2.7b](https://huggingface.co/Salesforce/blip2-opt-2.7b), [Salesforce/instructblip-vicuna-7b](https://huggingface.co/Salesforce/instructblip-vicuna-7b).
+# * transformers docs: [BLIP-2](https://huggingface.co/docs/transformers/model_doc/blip-2), [InstructBLIP](https://huggingface.co/docs/transformers/model_doc/instructblip).
