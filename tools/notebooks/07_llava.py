@@ -285,7 +285,7 @@ assert len(photo_chat.history) == len(photo.questions) and all(isinstance(a, str
 fig = vlmstudy.show_images([photo.image], [photo.caption], scale=2.6)
 
 # %% [markdown]
-# ## Check yourself
+# ## Checks
 #
 # The first block checks the mechanics: they hold for any weights, in every mode. The second
 # checks what the model can do: the stand-in must reach the floor its model card sets (it fails
@@ -324,3 +324,65 @@ print(measured)
 for metric in ("first_turn_accuracy", "follow_up_accuracy"):
     evaluation.check_quality(model, metric, measured[metric], n=48)
 print("quality: checked. On to 08, LLaVA-NeXT.")
+
+# %% [markdown]
+# ## Summary
+#
+# * A chat model reads conversations in one exact format; the checkpoint's **chat template** renders a list of messages into it, and `add_generation_prompt=True` ends the text with the cue for the answer.
+# * In the text, the image is **one** `<image>` token; the processor repeats it once for every vector the vision tower produces, and the model replaces those embeddings with the projector's output, position by position.
+# * The projector, a two-layer MLP, maps the patch features of the vision tower's second-to-last layer (CLS dropped) to the language model's width: the LLM sees every patch.
+# * `generate` has no memory: `ChatSession` re-renders the whole history through the template every turn, and the measurement on 50 scenes shows what the history does for follow-ups.
+# * The image tokens are in every prompt, so a long conversation outgrows the context; `ChatSession` drops the oldest turns with a warning, and refuses a turn that cannot fit at all.
+# * The `image-text-to-text` pipeline takes the same messages and gives the same answer with the same decoding settings.
+
+# %% [markdown]
+# ## Check yourself
+#
+# Answer each question for yourself first, then open the answer.
+#
+# **1. Why should you not write LLaVA's prompt format by hand?**
+#
+# <details><summary>Answer</summary>
+#
+# The model was tuned on one exact format (who speaks, where the image goes, where the answer starts), and any difference costs accuracy. The chat template shipped with the checkpoint renders it exactly, including the `ASSISTANT:` cue that `add_generation_prompt=True` adds.
+#
+# </details>
+#
+# **2. The tokenizer writes one `<image>` token, yet the language model reads one image token per patch. Who expands it, and why?**
+#
+# <details><summary>Answer</summary>
+#
+# The processor repeats the image token once for every vector the vision side will produce, so that the text positions and the image features line up one to one; the model then puts the projected patch vectors in place of those tokens' embeddings.
+#
+# </details>
+#
+# **3. How does a chat model "remember" the previous turn?**
+#
+# <details><summary>Answer</summary>
+#
+# It does not: every `generate` call starts from the prompt it is given. The conversation is kept by rendering the whole history into the prompt every turn, which is what `ChatSession` does (`last_prompt` shows it).
+#
+# </details>
+#
+# **4. Why does one conversation not show that the history helps, and what does?**
+#
+# <details><summary>Answer</summary>
+#
+# Without the history the model can still guess the right colour (a scene has only two or three objects), and with it the model can still miss. Only a count over many scenes (here 50), asked once with and once without the first turn, shows what the history changes.
+#
+# </details>
+#
+# **5. What does `ChatSession` do when the next turn would not fit in the context?**
+#
+# <details><summary>Answer</summary>
+#
+# It counts the tokens, image tokens included, plus the room kept for the answer, and drops the oldest turns with a `ContextTrimmedWarning`; the model then answers without them. If even the images and the question alone do not fit, it raises an error that says what to change.
+#
+# </details>
+
+# %% [markdown]
+# ## References
+#
+# * Liu et al., *Visual Instruction Tuning* (LLaVA, 2023): [arXiv:2304.08485](https://arxiv.org/abs/2304.08485); Liu et al., *Improved Baselines with Visual Instruction Tuning* (LLaVA-1.5, 2024): [arXiv:2310.03744](https://arxiv.org/abs/2310.03744).
+# * Model card: [llava-hf/llava-1.5-7b-hf](https://huggingface.co/llava-hf/llava-1.5-7b-hf).
+# * transformers docs: [LLaVA](https://huggingface.co/docs/transformers/model_doc/llava), [chat templates](https://huggingface.co/docs/transformers/chat_templating), [image-text-to-text](https://huggingface.co/docs/transformers/tasks/image_text_to_text), [pipelines](https://huggingface.co/docs/transformers/main_classes/pipelines).

@@ -226,7 +226,7 @@ print(f"Q: {photo_question}\n   LLaVA-NeXT: {reply!r}   (a person: {written!r})"
 assert isinstance(reply, str)
 
 # %% [markdown]
-# ## Check yourself
+# ## Checks
 #
 # The first block checks the mechanics: they hold for any weights, in every mode (the numbers
 # come from each processor's own settings). The second checks what the models can do: a
@@ -261,3 +261,65 @@ evaluation.check_quality(nxt, "two_image_accuracy", two_image_accuracy, n=two_im
 evaluation.check_quality(nxt, "single_image_accuracy", results["LLaVA-NeXT"]["all"], n=len(qas))
 evaluation.check_quality("llava", "first_turn_accuracy", results["LLaVA-1.5"]["all"], n=len(qas))
 print("On to 09, attention.")
+
+# %% [markdown]
+# ## Summary
+#
+# * LLaVA-NeXT picks a grid resolution that fits the picture's shape from `image_grid_pinpoints`, cuts the resized picture into tiles of the encoder's size, and encodes every tile plus a downscaled overview; all those patch vectors become image tokens.
+# * A learned newline token closes every row of tile patches, and the padding added to fit the grid is removed again after encoding ("unpadding", which is why the processor passes `image_sizes`).
+# * `tasks.anyres_layout` predicts the grid, the tiles and the token count for any picture, with the stand-in's processor or the real checkpoint's settings: more detail costs a much longer prompt.
+# * Several images go into one prompt with one `<image>` each, expanded in order; `ChatSession.add_image` adds them to a conversation.
+# * On 64-pixel ShapesWorld pictures the tile adds no detail, so the comparison with LLaVA-1.5 shows mainly the longer prompt; the tiles pay off on large pictures with fine detail.
+
+# %% [markdown]
+# ## Check yourself
+#
+# Answer each question for yourself first, then open the answer.
+#
+# **1. Where do the 136 image tokens of a 64-pixel picture come from?**
+#
+# <details><summary>Answer</summary>
+#
+# 8 x 8 = 64 patch tokens from the overview, 64 more from the single tile, and one newline token after each of the tile's 8 rows: 64 + 64 + 8.
+#
+# </details>
+#
+# **2. Why does the processor return `image_sizes` with the pixel values?**
+#
+# <details><summary>Answer</summary>
+#
+# The picture was resized and padded to fit its grid resolution; with the original size the model can remove the padding's rows and columns after encoding, so no tokens are spent on padding.
+#
+# </details>
+#
+# **3. Why does a picture twice as wide as it is high get a 1 x 2 grid, and fewer tokens than a square picture of the same width?**
+#
+# <details><summary>Answer</summary>
+#
+# The grid is chosen to keep the most of the picture's pixels with the least waste: 1 x 2 fits a 2:1 picture without squashing it. It has two tiles instead of four, so fewer patches, and after unpadding no tokens go to empty bars.
+#
+# </details>
+#
+# **4. In a prompt with two images, how does the model know which image tokens belong to which picture?**
+#
+# <details><summary>Answer</summary>
+#
+# The chat template writes one `<image>` per image in the user turn, in order, and the processor expands each into that image's own tokens at its place; the text says "first" and "second" in the same order.
+#
+# </details>
+#
+# **5. When is LLaVA-NeXT worth its longer prompt, and when not?**
+#
+# <details><summary>Answer</summary>
+#
+# When the picture is larger than the encoder's input and the question needs its detail (text in the image, small objects). On a picture already at the encoder's size, like ShapesWorld's, the tile adds no detail and only costs prompt length, memory and time.
+#
+# </details>
+
+# %% [markdown]
+# ## References
+#
+# * Liu et al., *LLaVA-NeXT: Improved reasoning, OCR, and world knowledge* (blog, 2024): [llava-vl.github.io](https://llava-vl.github.io/blog/2024-01-30-llava-next/); LLaVA-1.5 and its high-resolution grid variant: [arXiv:2310.03744](https://arxiv.org/abs/2310.03744).
+# * Jiang et al., *Mistral 7B* (2023), the language model of the checkpoint: [arXiv:2310.06825](https://arxiv.org/abs/2310.06825).
+# * Model cards: [llava-hf/llava-v1.6-mistral-7b-hf](https://huggingface.co/llava-hf/llava-v1.6-mistral-7b-hf), [llava-hf/llava-1.5-7b-hf](https://huggingface.co/llava-hf/llava-1.5-7b-hf).
+# * transformers docs: [LLaVA-NeXT](https://huggingface.co/docs/transformers/model_doc/llava_next), [chat templates](https://huggingface.co/docs/transformers/chat_templating).

@@ -306,7 +306,7 @@ assert photo_maps.shape == (len(photo_texts), grid, grid)
 assert np.allclose(photo_maps.reshape(len(photo_texts), -1).max(-1), 1.0), "maps are scaled to [0, 1]"
 
 # %% [markdown]
-# ## Check yourself
+# ## Checks
 #
 # These pass when everything above worked. If one fails, its message says what went wrong.
 
@@ -329,3 +329,67 @@ evaluation.check_quality(best["model"], f"pointing game ({best['method']})", bes
                          floor=max(2 * chance, best_blind["accuracy"] + 1 / best["trials"]))
 print(f"best method {best['method']!r} points right {best['accuracy']:.0%} of the time "
       f"(chance {chance:.0%}, best text-blind method {best_blind['accuracy']:.0%}). On to 10.")
+
+# %% [markdown]
+# ## Summary
+#
+# * Cross-attention, written from its formula with a real layer's weights (inputs recorded by a forward hook), equals BLIP's layer: each row of the attention matrix is a probability distribution over the image tokens, where one text token looks.
+# * CLIP's CLS attention and attention rollout (attention with the residual added, multiplied over the layers) are the same whatever the text: they cannot point at a named object.
+# * Gradient-weighted relevancy gives a map per text; BLIP's word attention and LLaVA's token attention, and input x gradient, show where generated words look or what the answer depends on.
+# * The pointing game turns a map into a number (a hit is the map's maximum inside the dilated object mask) to compare with chance, the share of the image the target covers.
+# * How well a map points depends on the model as well as the method, and attention is not an explanation: check a map with a number before trusting the picture.
+
+# %% [markdown]
+# ## Check yourself
+#
+# Answer each question for yourself first, then open the answer.
+#
+# **1. What does one row of a cross-attention matrix say, and why does it sum to 1?**
+#
+# <details><summary>Answer</summary>
+#
+# Row $t$ says how much text token $t$ draws on each image token: where it looks. It is a softmax over the $N$ image tokens of the scaled scores $q k^\top / \sqrt d$, so it is a probability distribution.
+#
+# </details>
+#
+# **2. Why is a forward hook useful for checking the from-scratch layer?**
+#
+# <details><summary>Answer</summary>
+#
+# It records the exact inputs and output of the real layer while the model runs, so our formula can be fed the same text states and image tokens and its output compared with the layer's.
+#
+# </details>
+#
+# **3. What does attention rollout add to multiplying the layers' attention matrices, and why?**
+#
+# <details><summary>Answer</summary>
+#
+# The residual connection: each layer's matrix becomes $0.5\,A + 0.5\,I$ with its rows renormalised, because information also passes around the attention through the residual stream.
+#
+# </details>
+#
+# **4. Why can CLS attention or rollout never point at the object a text names?**
+#
+# <details><summary>Answer</summary>
+#
+# They never see the text: one map per picture, the same whatever you ask, so in a scene with two or three objects they can hit at most one of them, by luck of which one the map peaks on.
+#
+# </details>
+#
+# **5. What is chance in the pointing game, and why must every method be compared with it?**
+#
+# <details><summary>Answer</summary>
+#
+# The share of the image the dilated target covers, averaged over the targets: what a point picked at random would score. Large objects are hit often by accident, so a hit rate means something only above chance.
+#
+# </details>
+
+# %% [markdown]
+# ## References
+#
+# * Vaswani et al., *Attention Is All You Need* (2017): [arXiv:1706.03762](https://arxiv.org/abs/1706.03762).
+# * Abnar and Zuidema, *Quantifying Attention Flow in Transformers* (rollout, 2020): [arXiv:2005.00928](https://arxiv.org/abs/2005.00928).
+# * Chefer, Gur and Wolf, *Generic Attention-model Explainability for Interpreting Bi-Modal and Encoder-Decoder Transformers* (2021): [arXiv:2103.15679](https://arxiv.org/abs/2103.15679).
+# * Selvaraju et al., *Grad-CAM* (2017): [arXiv:1610.02391](https://arxiv.org/abs/1610.02391); Zhang et al., *Top-down Neural Attention by Excitation Backprop* (the pointing game, 2016): [arXiv:1608.00507](https://arxiv.org/abs/1608.00507); Jain and Wallace, *Attention is not Explanation* (2019): [arXiv:1902.10186](https://arxiv.org/abs/1902.10186).
+# * Model cards: [openai/clip-vit-base-patch32](https://huggingface.co/openai/clip-vit-base-patch32), [Salesforce/blip-image-captioning-base](https://huggingface.co/Salesforce/blip-image-captioning-base), [llava-hf/llava-1.5-7b-hf](https://huggingface.co/llava-hf/llava-1.5-7b-hf).
+# * Docs: [transformers attention interface](https://huggingface.co/docs/transformers/attention_interface), [PyTorch forward hooks](https://pytorch.org/docs/stable/generated/torch.nn.Module.html#torch.nn.Module.register_forward_hook).

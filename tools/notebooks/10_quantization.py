@@ -258,7 +258,7 @@ for task, name in picks.items():
     print(f"{task:26} -> {name}")
 
 # %% [markdown]
-# ## Check yourself
+# ## Checks
 #
 # These use the numbers measured and computed above; each can fail.
 
@@ -275,3 +275,66 @@ assert all(r["latency_ms"] > 0 for r in comparison), "every stand-in answered (a
 assert picks["zero-shot classification"] == "clip" and picks["chat"] == "llava", picks
 assert all(r["real_nf4_gb"] < r["real_int8_gb"] < r["real_fp16_gb"] for r in comparison), "4 bits < 8 bits < 16 bits"
 print("All checks passed.")
+
+# %% [markdown]
+# ## Summary
+#
+# * A model's memory is its parameters times the bytes each one takes; when a chatbot writes one token at a time, every weight is read once per token, so fewer bytes can also mean faster decoding.
+# * In transformers 5 a precision is one `quantization_config` (a `BitsAndBytesConfig`); `quantize.preset` shows it and `vlmstudy.load(..., quantization=...)` takes it.
+# * The bits really stored per weight include the scales (NF4 with blocks of 64: 4.5 bits; with double quantization: about 4.127), and only the large linear layers are quantized, so a model never shrinks by the full factor.
+# * Measured on the tiny CLIP: the size falls, accuracy barely moves, and on a CPU bitsandbytes is usually slower than fp32 while PyTorch's dynamic int8 is often faster.
+# * A 4-bit layer stores two codes per byte with its block scales in `quant_state`, which `get_memory_footprint()` does not count and `quantize.footprint` does; the size of a real 7 B model at each precision can be computed on the `meta` device without a download.
+# * The right model for a task is the smallest one that does it, within the memory you have.
+
+# %% [markdown]
+# ## Check yourself
+#
+# Answer each question for yourself first, then open the answer.
+#
+# **1. How many bits does an NF4 weight really cost with blocks of 64, and where does the extra half bit come from?**
+#
+# <details><summary>Answer</summary>
+#
+# 4 + 32/64 = 4.5 bits: every block of 64 weights stores one fp32 `absmax` scale. Double quantization stores those scales in 8 bits (with one fp32 scale per 256 of them), about 4.127 bits in all.
+#
+# </details>
+#
+# **2. Why does a 7 B model in NF4 take more than a quarter of its fp16 size?**
+#
+# <details><summary>Answer</summary>
+#
+# Only the large `nn.Linear` layers are quantized: embeddings, norms, biases, the patch-embedding convolution and the output layer stay in 16 bits. The block scales add half a bit per quantized weight on top.
+#
+# </details>
+#
+# **3. Why can 4-bit weights make decoding faster on a GPU, while bitsandbytes is usually slower than fp32 on a CPU?**
+#
+# <details><summary>Answer</summary>
+#
+# At batch size 1 every weight is read once per token, so where memory bandwidth sets the pace, weights of about a quarter of the bytes take less time per token (if the kernels that unpack them are fast). On a CPU, bitsandbytes' kernels unpack the weights at every call, which costs more than the bytes saved.
+#
+# </details>
+#
+# **4. Why does `quantize.footprint` report more than `get_memory_footprint()` for an NF4 model?**
+#
+# <details><summary>Answer</summary>
+#
+# `get_memory_footprint()` counts parameters and buffers only; the block scales live in each layer's `quant_state`, which only `quantize.footprint` adds.
+#
+# </details>
+#
+# **5. How can the notebook give the NF4 size of a model you have not downloaded?**
+#
+# <details><summary>Answer</summary>
+#
+# `quantize.estimate` builds the architecture on PyTorch's `meta` device (shapes, no memory), applies transformers' rule for which layers bitsandbytes would quantize, and adds up the bytes with the bits-per-weight formulas.
+#
+# </details>
+
+# %% [markdown]
+# ## References
+#
+# * Dettmers et al., *LLM.int8(): 8-bit Matrix Multiplication for Transformers at Scale* (2022): [arXiv:2208.07339](https://arxiv.org/abs/2208.07339).
+# * Dettmers et al., *QLoRA: Efficient Finetuning of Quantized LLMs* (NF4, double quantization, 2023): [arXiv:2305.14314](https://arxiv.org/abs/2305.14314).
+# * Model card: [llava-hf/llava-1.5-7b-hf](https://huggingface.co/llava-hf/llava-1.5-7b-hf).
+# * Docs: [transformers quantization with bitsandbytes](https://huggingface.co/docs/transformers/quantization/bitsandbytes), [quantization reference](https://huggingface.co/docs/transformers/main_classes/quantization), [bitsandbytes](https://huggingface.co/docs/bitsandbytes), [PyTorch `quantize_dynamic`](https://pytorch.org/docs/stable/generated/torch.ao.quantization.quantize_dynamic.html).

@@ -349,7 +349,7 @@ print(open(Path(vlmstudy.__file__).resolve().parent.parent / "configs" / "llava_
 # progress bar.
 
 # %% [markdown]
-# ## Check yourself
+# ## Checks
 #
 # The first block checks the mechanics and always passes. The second checks what the fine-tune
 # achieved; it fails if training did not work (or on an untrained placeholder stand-in).
@@ -367,3 +367,67 @@ assert after_new["eval_accuracy"] >= 0.9, f"brown accuracy after fine-tuning {af
 assert after_old["eval_accuracy"] >= before_old["eval_accuracy"] - 0.1, "the ordinary questions were forgotten"
 assert all(same) and gap < 1e-4, "the merged model answers exactly like base + adapter"
 print(f"fine-tune: all checks passed ({result.seconds:.0f} s of training). On to 12.")
+
+# %% [markdown]
+# ## Summary
+#
+# * Fine-tuning data comes in three JSON formats (caption, vqa, instruction), and `load_dataset` checks every record, naming each bad one, before anything trains.
+# * LoRA freezes each weight matrix and learns a low-rank change, $W' = W + (\alpha / r)\,BA$, with $B$ starting at zero; here on every linear layer of the language model and the projector, while the vision tower stays frozen.
+# * A word the model never said needs its own rows too: `trainable_tokens` trains brown's rows of the output layer and the input embedding, since LoRA alone changes only the hidden state.
+# * Ordinary scenes in the training data keep the model from forgetting; before-and-after accuracy on brown and on ordinary questions measures both.
+# * Checkpoints are written to a temporary folder and renamed, so a killed run resumes to the same weights; an adapter is small, can be reloaded on the base model, or merged into an ordinary model.
+# * `r` sets how many directions the update has (parameters grow linearly with it), `alpha / r` acts like a learning-rate multiplier; QLoRA trains the adapters through a 4-bit base on a GPU, and falls back to plain LoRA on a CPU.
+
+# %% [markdown]
+# ## Check yourself
+#
+# Answer each question for yourself first, then open the answer.
+#
+# **1. Why does a LoRA fine-tune start from exactly the original model?**
+#
+# <details><summary>Answer</summary>
+#
+# $B$ is initialised to zero, so the update $(\alpha / r)\,BA$ is zero at step 0 and every layer computes what $W$ alone computes.
+#
+# </details>
+#
+# **2. Why can LoRA on the attention and MLP layers alone struggle to make the model say "brown"?**
+#
+# <details><summary>Answer</summary>
+#
+# Brown's score is the final hidden state times brown's row of `lm_head`, and training pushed that row away from anything the model computes. LoRA on those layers changes only the hidden state; training brown's own rows (`trainable_tokens: [brown]`) fixes the other side.
+#
+# </details>
+#
+# **3. Why does the training set also hold ordinary scenes that have nothing brown in them?**
+#
+# <details><summary>Answer</summary>
+#
+# So that the model does not forget: a fine-tune only on the new word would soon answer "brown" to everything. The after-training check on the ordinary questions measures that nothing was lost.
+#
+# </details>
+#
+# **4. Why keep `alpha = 2 r` when you change `r`?**
+#
+# <details><summary>Answer</summary>
+#
+# The layer adds $(\alpha / r)\,BA$, and since Adam moves each number by about the learning rate per step, $\alpha / r$ acts like a multiplier on the adapter's learning rate. A fixed ratio keeps that scale while only the number of directions changes.
+#
+# </details>
+#
+# **5. What does merging an adapter change when you use the model?**
+#
+# <details><summary>Answer</summary>
+#
+# `merge_adapter` folds $(\alpha / r)\,BA$ into each $W$ and saves an ordinary model: it loads without peft, costs nothing extra per token, and answers exactly like base + adapter (the last check compares them).
+#
+# </details>
+
+# %% [markdown]
+# ## References
+#
+# * Hu et al., *LoRA: Low-Rank Adaptation of Large Language Models* (2021): [arXiv:2106.09685](https://arxiv.org/abs/2106.09685).
+# * Dettmers et al., *QLoRA: Efficient Finetuning of Quantized LLMs* (2023): [arXiv:2305.14314](https://arxiv.org/abs/2305.14314).
+# * Liu et al., *Improved Baselines with Visual Instruction Tuning* (LLaVA-1.5, how it is fine-tuned, 2024): [arXiv:2310.03744](https://arxiv.org/abs/2310.03744).
+# * Model card: [llava-hf/llava-1.5-7b-hf](https://huggingface.co/llava-hf/llava-1.5-7b-hf).
+# * Docs: [PEFT](https://huggingface.co/docs/peft), [PEFT's LoRA guide](https://huggingface.co/docs/peft/developer_guides/lora), [PEFT in transformers](https://huggingface.co/docs/transformers/peft), [transformers quantization with bitsandbytes](https://huggingface.co/docs/transformers/quantization/bitsandbytes).

@@ -139,7 +139,7 @@ assert len(photo_grid.rows) == sum(len(p.questions) for p in real_photos)
 photo_grid
 
 # %% [markdown]
-# ## Check yourself
+# ## Checks
 #
 # The first block checks the mechanics: they hold for any weights, in every mode. The second
 # checks what the models can do: each stand-in must reach the floor its model card sets (it fails
@@ -172,3 +172,58 @@ for name in run.models:
     evaluation.check_quality(name, checklist.CARD_METRICS[name], sum(r.correct for r in rows) / len(rows),
                              n=len(rows), kinds=[r.kind for r in rows])
 print("That is the end of the course: try the demos on your own pictures.")
+
+# %% [markdown]
+# ## Summary
+#
+# * A checklist fixes the inputs (test images x prompt templates), runs every model on them and looks at every answer: the grid shows which model, which kind of question and which picture fail, which one accuracy number hides.
+# * Wrong answers are found by comparison with the scene's own truth; each gets a hypothesis from rules about what the scene holds (binding, look-alike, small object, counting, wrong kind, empty, prior).
+# * A hypothesis is worth something only if a test can prove it wrong: asking again with the object alone separates "the other objects confused it" from "the object itself is hard".
+# * `save_report` hands the grid, the accuracies and the failure cases over as one self-contained HTML file; the widgets and `vlmstudy demo` run the models on your own pictures.
+# * On real photos a person writes the truth, and a tick from the VQA answer normalisation is a reading aid, not a score.
+
+# %% [markdown]
+# ## Check yourself
+#
+# Answer each question for yourself first, then open the answer.
+#
+# **1. What does the grid of answers show that one accuracy number per model hides?**
+#
+# <details><summary>Answer</summary>
+#
+# How the models fail: which kind of question (count, colour, shape) trips which model, and which pictures are hard for every model, by reading the grid by column and by row.
+#
+# </details>
+#
+# **2. What is the difference between a "binding" failure and a "prior" failure?**
+#
+# <details><summary>Answer</summary>
+#
+# Binding: the answer is the colour or shape of *another* object in the picture, so the model saw it but tied it to the wrong position. Prior: the answer is in no object at all, a habit of the language model rather than something it saw.
+#
+# </details>
+#
+# **3. After `retest_alone`, the model answers right. What does that tell you, and what if it is still wrong?**
+#
+# <details><summary>Answer</summary>
+#
+# Right with the object alone: the other objects were the trouble (binding, a distractor). Still wrong: the object itself is hard for this model (its colour, shape or size), and attention maps (notebook 09) are the next place to look.
+#
+# </details>
+#
+# **4. Why is a ✓ in the real-photo table not a score?**
+#
+# <details><summary>Answer</summary>
+#
+# Five photos are far too few to measure anything, and the normalisation accepts the answer word anywhere in a sentence, so a long ramble that happens to contain it gets a tick too: read the answer, not only the tick.
+#
+# </details>
+
+# %% [markdown]
+# ## References
+#
+# * Ribeiro et al., *Beyond Accuracy: Behavioral Testing of NLP Models with CheckList* (2020): [arXiv:2005.04118](https://arxiv.org/abs/2005.04118).
+# * Goyal et al., *Making the V in VQA Matter* (VQAv2, 2017): [arXiv:1612.00837](https://arxiv.org/abs/1612.00837); its answer normalisation: [visualqa.org/evaluation](https://visualqa.org/evaluation.html).
+# * Li et al., *Evaluating Object Hallucination in Large Vision-Language Models* (POPE, 2023): [arXiv:2305.10355](https://arxiv.org/abs/2305.10355).
+# * Model cards of the grid's models: [Salesforce/blip-vqa-base](https://huggingface.co/Salesforce/blip-vqa-base), [Salesforce/blip2-opt-2.7b](https://huggingface.co/Salesforce/blip2-opt-2.7b), [Salesforce/instructblip-vicuna-7b](https://huggingface.co/Salesforce/instructblip-vicuna-7b), [llava-hf/llava-1.5-7b-hf](https://huggingface.co/llava-hf/llava-1.5-7b-hf), [llava-hf/llava-v1.6-mistral-7b-hf](https://huggingface.co/llava-hf/llava-v1.6-mistral-7b-hf).
+# * Docs: [transformers image-text-to-text](https://huggingface.co/docs/transformers/tasks/image_text_to_text), [Voilà](https://voila.readthedocs.io/), [ipywidgets](https://ipywidgets.readthedocs.io/).
