@@ -185,3 +185,98 @@ def test_builder_splits_cells(tmp_path, builder):
     assert nb["cells"][0]["source"] == ["# Title\n", "\n", "text"]
     assert nb["cells"][1]["source"] == ["x = 1"]
     assert len({c["id"] for c in nb["cells"]}) == 3
+
+
+# -- every notebook ends with a summary, questions to check yourself, and references (issue 22) --
+
+CLOSING_SECTIONS = ("## Summary", "## Check yourself", "## References")
+ANSWER_OPEN = "<details><summary>Answer</summary>"
+
+
+def closing_sections_problems(nb: dict) -> list[str]:
+    """What is missing from the end of ``nb`` (notebook JSON): the last cells must be three markdown
+    cells, in this order, after every code cell: ``## Summary`` (a few lines), ``## Check yourself``
+    (3-5 questions ``**N. ...?**``, each followed by an answer the learner opens:
+    ``<details><summary>Answer</summary> ... </details>``) and ``## References`` (at least one
+    arXiv paper and one page on huggingface.co, as Markdown links). An empty list: all there."""
+    import re
+
+    cells = [(c["cell_type"], "".join(c["source"]) if isinstance(c["source"], list) else c["source"])
+             for c in nb["cells"]]
+    problems = []
+    found = {}
+    for heading in CLOSING_SECTIONS:
+        at = [i for i, (kind, text) in enumerate(cells)
+              if kind == "markdown" and text.strip().splitlines()[:1] == [heading]]
+        if len(at) != 1:
+            problems.append(f"{heading!r}: {len(at)} markdown cells start with it (one expected)")
+        else:
+            found[heading] = at[0]
+    if problems:
+        return problems
+    positions = [found[h] for h in CLOSING_SECTIONS]
+    if positions != sorted(positions):
+        problems.append(f"the closing sections are out of order: {CLOSING_SECTIONS}")
+    code = [i for i, (kind, _) in enumerate(cells) if kind == "code"]
+    if code and code[-1] > min(positions):
+        problems.append("a code cell comes after the summary: the notebook must end with the closing sections")
+    summary = cells[found["## Summary"]][1].split("\n", 1)[-1].strip()
+    if len(summary) < 80:
+        problems.append("the summary is (almost) empty")
+    questions = cells[found["## Check yourself"]][1]
+    asked = re.findall(r"^\*\*(\d+)\. .+\?\*\*$", questions, flags=re.M)
+    answers = re.findall(re.escape(ANSWER_OPEN) + r"(.*?)</details>", questions, flags=re.S)
+    if not 3 <= len(asked) <= 5:
+        problems.append(f"{len(asked)} questions to check yourself (3-5 expected, each '**N. ...?**')")
+    if asked != [str(n) for n in range(1, len(asked) + 1)]:
+        problems.append(f"the questions are not numbered 1, 2, 3...: {asked}")
+    if len(answers) != len(asked) or questions.count("<details>") != len(asked):
+        problems.append(f"{len(asked)} questions but {len(answers)} answers in {ANSWER_OPEN!r} ... </details>")
+    if any(len(a.strip()) < 20 for a in answers):
+        problems.append("an answer is (almost) empty")
+    references = cells[found["## References"]][1]
+    if not re.search(r"\]\(https://arxiv\.org/abs/\d{4}\.\d{4,5}\)", references):
+        problems.append("the references cite no paper as a link to arxiv.org/abs/ID")
+    if not re.search(r"\]\(https://huggingface\.co/[^)\s]+\)", references):
+        problems.append("the references link no model card or documentation page on huggingface.co")
+    return problems
+
+
+def test_every_notebook_ends_with_a_summary_questions_and_references(repo, builder):
+    sources = sorted((repo / "tools" / "notebooks").glob("*.py"))
+    assert len(sources) >= 13
+    problems = {s.stem: closing_sections_problems(json.loads(builder.build(s))) for s in sources}
+    assert not any(problems.values()), {name: p for name, p in problems.items() if p}
+
+
+def test_the_closing_sections_check_fails_when_a_part_is_missing(repo, builder):
+    nb = json.loads(builder.build(repo / "tools" / "notebooks" / "03_siglip.py"))
+    assert closing_sections_problems(nb) == []
+
+    def without(predicate):
+        out = copy.deepcopy(nb)
+        out["cells"] = [c for c in out["cells"] if not predicate("".join(c["source"]))]
+        return closing_sections_problems(out)
+
+    assert any("'## Summary'" in p for p in without(lambda s: s.startswith("## Summary")))
+    assert any("'## References'" in p for p in without(lambda s: s.startswith("## References")))
+    assert any("'## Check yourself'" in p for p in without(lambda s: s.startswith("## Check yourself")))
+
+    def edited(index_of, change):
+        out = copy.deepcopy(nb)
+        i = next(i for i, c in enumerate(out["cells"]) if "".join(c["source"]).startswith(index_of))
+        out["cells"][i]["source"] = change("".join(out["cells"][i]["source"]))
+        return closing_sections_problems(out)
+
+    # two questions only; an answer that is not there; references without an arXiv paper
+    def keep_two(text):
+        head, *blocks = text.split("\n**")
+        return "\n**".join([head, *blocks[:2]])
+    assert any("questions to check yourself" in p for p in edited("## Check yourself", keep_two))
+    assert any("answers" in p for p in edited("## Check yourself", lambda t: t.replace(ANSWER_OPEN, "<details>", 1)))
+    assert any("arxiv" in p for p in edited("## References", lambda t: t.replace("arxiv.org/abs", "example.org")))
+    # a code cell appended after the references
+    late = copy.deepcopy(nb)
+    late["cells"].append({"cell_type": "code", "source": ["print(1)"], "metadata": {}, "outputs": [],
+                          "execution_count": None})
+    assert any("code cell comes after" in p for p in closing_sections_problems(late))
