@@ -243,6 +243,36 @@ def attention_rollout(attentions, residual=0.5):
     return a / a.sum(dim=-1, keepdim=True)
 ''',
     },
+    ("06_vqa_normalisation", "normalize_answer"): {
+        "no number words": '''
+def normalize_answer(text):
+    text = ("" if text is None else str(text)).lower()
+    text = re.sub(r"(\\d),(\\d)", r"\\1\\2", text)
+    for ch in PUNCTUATION:
+        text = text.replace(ch, "" if ch == "'" else " ")
+    text = re.sub(r"\\.(?!\\d)", " ", text)
+    return " ".join(CONTRACTIONS.get(w, w) for w in text.split() if w not in ARTICLES)
+''',
+        "every full stop goes": '''
+def normalize_answer(text):
+    text = ("" if text is None else str(text)).lower()
+    text = re.sub(r"(\\d),(\\d)", r"\\1\\2", text)
+    for ch in PUNCTUATION + ".":
+        text = text.replace(ch, "" if ch == "'" else " ")
+    words = [NUMBER_WORDS.get(w, w) for w in text.split()]
+    return " ".join(CONTRACTIONS.get(w, w) for w in words if w not in ARTICLES)
+''',
+    },
+    ("06_vqa_normalisation", "answer_matches"): {
+        "substring of the text": '''
+def answer_matches(answer, truth):
+    return normalize_answer(truth) in normalize_answer(answer)
+''',
+        "exact match only": '''
+def answer_matches(answer, truth):
+    return normalize_answer(answer) == normalize_answer(truth)
+''',
+    },
 }
 
 
@@ -264,6 +294,8 @@ BROKEN = {  # one looping member per part; crashing ones raise instead
     "zero_shot_probs": "def zero_shot_probs(image_embeds, class_embeds, scale=100.0):{body}",
     "clip_loss": "def clip_loss(image_embeds, text_embeds, logit_scale):{body}",
     "attention_rollout": "def attention_rollout(attentions, residual=0.5):{body}",
+    "normalize_answer": "def normalize_answer(text):{body}",
+    "answer_matches": "def answer_matches(answer, truth):{body}",
 }
 
 

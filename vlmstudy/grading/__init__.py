@@ -21,14 +21,28 @@ random data, calling the learner's code across a data-only channel (:mod:`.remot
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .core import Check, CheckFailed, Report, run_checks
-from .registry import EXERCISES, Exercise, Part, get_exercise, get_part
+if TYPE_CHECKING:
+    from .core import Check, CheckFailed, Report, run_checks
+    from .registry import EXERCISES, Exercise, Part, get_exercise, get_part
+
+# the checks bring torch: loaded on first use, so ``vlmstudy exercises --help`` stays light
+_LAZY = {**dict.fromkeys(("Check", "CheckFailed", "Report", "run_checks"), "core"),
+         **dict.fromkeys(("EXERCISES", "Exercise", "Part", "get_exercise", "get_part"), "registry")}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "check", "hidden_checks", "load_quietly", "check_search", "check_chatbot", "check_class_embeddings", "check_zero_shot_probs",
-    "check_clip_loss", "check_rollout", "EXERCISES", "Exercise", "Part", "Check", "CheckFailed", "Report",
+    "check_clip_loss", "check_rollout", "check_normalize_answer", "check_answer_matches", "EXERCISES", "Exercise", "Part", "Check", "CheckFailed", "Report",
     "get_exercise", "get_part", "run_checks",
 ]
 
@@ -41,6 +55,9 @@ HIDDEN_SEED = 1
 def check(exercise: str, part: str, target: Any) -> Report:
     """Run the visible checks of one part of an exercise on ``target`` (the learner's class or
     function) and return the report (it shows as a table in a notebook)."""
+    from .core import run_checks
+    from .registry import get_part
+
     p = get_part(exercise, part)
     return run_checks(target, p.checks, seed=VISIBLE_SEED, title=p.title, scope="visible")
 
@@ -48,6 +65,9 @@ def check(exercise: str, part: str, target: Any) -> Report:
 def hidden_checks(target: Any, exercise: str, part: str, seed: int = HIDDEN_SEED) -> Report:
     """Every check of one part, hidden ones included, on data drawn from ``seed``: what the grade
     runs (the instructor's solution notebooks show it)."""
+    from .core import run_checks
+    from .registry import get_part
+
     p = get_part(exercise, part)
     return run_checks(target, p.checks, seed=seed, title=p.title, scope="hidden")
 
@@ -80,6 +100,16 @@ def check_clip_loss(fn) -> Report:
 def check_rollout(fn) -> Report:
     """Exercise 05: check ``attention_rollout(attentions, residual=0.5)``."""
     return check("05_attention_rollout", "rollout", fn)
+
+
+def check_normalize_answer(fn) -> Report:
+    """Exercise 06, part 1: check ``normalize_answer(text)``."""
+    return check("06_vqa_normalisation", "normalize_answer", fn)
+
+
+def check_answer_matches(fn) -> Report:
+    """Exercise 06, part 2: check ``answer_matches(answer, truth)``."""
+    return check("06_vqa_normalisation", "answer_matches", fn)
 
 
 def load_quietly(name: str):

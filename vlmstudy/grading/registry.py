@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from . import chat, loss, rollout, search, zero_shot
+from . import chat, loss, rollout, search, vqa, zero_shot
 from .core import Check
 
 __all__ = ["Part", "Exercise", "EXERCISES", "get_exercise", "get_part"]
@@ -75,6 +75,11 @@ EXERCISES: dict[str, Exercise] = {ex.name: ex for ex in [
     Exercise("05_attention_rollout", "Attention rollout", (
         Part("rollout", "attention_rollout: through all layers", rollout.TARGET, tuple(rollout.CHECKS),
              ("vlmstudy.attention.attention_rollout",)),)),
+    Exercise("06_vqa_normalisation", "Scoring VQA answers: normalisation and matching", (
+        Part("normalize_answer", "normalize_answer: the VQA canonical form", vqa.NORMALIZE_TARGET,
+             tuple(vqa.NORMALIZE_CHECKS), ("vlmstudy.evaluation.normalize_answer",)),
+        Part("answer_matches", "answer_matches: does the answer say the truth?", vqa.MATCH_TARGET,
+             tuple(vqa.MATCH_CHECKS), ("vlmstudy.evaluation.answer_matches", "vlmstudy.evaluation.answer_accuracy")))),
 ]}
 
 
