@@ -17,25 +17,64 @@ from .errors import (
     UnknownModelError,
     VlmStudyError,
 )
-from .doctor import environment_report, print_environment_report
-from .images import load_image, load_images
-from .settings import get_device, get_mode, seed_everything, set_device, set_mode
-from .zoo import CARDS, get_card, load, model_names
-from .zoo.table import zoo_table
-from . import contrastive, diagrams, plotting, retrieval, shapes  # noqa: E402  (modules the notebooks use by name)
-from . import compare, quantize  # noqa: E402  (precision presets, footprints, estimates; which model for which task: notebook 10)
-from . import attention  # noqa: E402  (cross-attention from scratch, attention maps, pointing game: notebook 09)
-from . import data, finetune  # noqa: E402  (data formats and converters; LoRA / QLoRA fine-tuning: notebook 11)
-from . import generation, tasks  # noqa: E402  (captioning, VQA, chat and decoding settings: notebooks 05-08)
-from . import evaluation  # noqa: E402  (answer scoring, quality floors from the model cards: every notebook)
-from . import photos  # noqa: E402  (real photographs with captions, labels and questions: every model notebook)
-from .photos import real_photo, real_photos
-from .tasks import ChatSession, answer, caption
-from .inference import Inference  # noqa: E402  (describe / ask / generate / chat; the CLI and server use it)
-from .multimodal import MultiModalModel  # noqa: E402  (the fine-tuning guide's name for Inference: notebook 11)
-from .data import create_sample_multimodal_dataset  # noqa: E402  (the guide's sample-data function)
-from .plotting import show_images, set_figsize
-from .shapes import show_scenes
+
+# Everything else loads on first use (PEP 562), so that ``import vlmstudy`` and
+# ``vlmstudy --version`` / ``--help`` do not pay for torch, transformers and matplotlib
+# (tests/test_lazy_imports.py). ``vlmstudy.load`` imports ``vlmstudy.zoo`` the first time it is
+# read, then it is an ordinary module attribute. Name -> (module, attribute; None: the module).
+_LAZY: dict[str, tuple[str, str | None]] = {
+    # settings
+    **{n: (".settings", n) for n in ("get_mode", "set_mode", "get_device", "set_device", "seed_everything")},
+    # models
+    **{n: (".zoo", n) for n in ("load", "get_card", "model_names", "CARDS")},
+    "zoo_table": (".zoo.table", "zoo_table"),
+    # modules the notebooks use by name (09: attention; 10: quantize, compare; 11: data, finetune;
+    # 05-08: generation, tasks; every notebook: evaluation, photos)
+    **{n: ("." + n, None) for n in (
+        "shapes", "contrastive", "plotting", "retrieval", "diagrams", "quantize", "compare", "attention",
+        "data", "finetune", "generation", "tasks", "evaluation", "photos",
+    )},
+    # real photographs
+    "real_photos": (".photos", "real_photos"), "real_photo": (".photos", "real_photo"),
+    # tasks
+    **{n: (".tasks", n) for n in ("caption", "answer", "ChatSession")},
+    # inference: describe / ask / generate / chat (the CLI and server use it); MultiModalModel is the
+    # fine-tuning guide's name for it (notebook 11)
+    "Inference": (".inference", "Inference"),
+    "MultiModalModel": (".multimodal", "MultiModalModel"),
+    "create_sample_multimodal_dataset": (".data", "create_sample_multimodal_dataset"),
+    # plotting
+    "show_images": (".plotting", "show_images"), "set_figsize": (".plotting", "set_figsize"),
+    "show_scenes": (".shapes", "show_scenes"),
+    # images
+    "load_image": (".images", "load_image"), "load_images": (".images", "load_images"),
+    # environment check
+    "environment_report": (".doctor", "environment_report"),
+    "print_environment_report": (".doctor", "print_environment_report"),
+}
+
+
+def __getattr__(name: str):
+    import importlib
+
+    if name in _LAZY:
+        module_name, attribute = _LAZY[name]
+        module = importlib.import_module(module_name, __name__)
+        value = module if attribute is None else getattr(module, attribute)
+        globals()[name] = value  # later reads skip this function
+        return value
+    if not name.startswith("_"):
+        # any other submodule (vlmstudy.settings, vlmstudy.zoo ...) as ``import vlmstudy`` gave it before
+        import importlib.util
+
+        if importlib.util.find_spec(f"{__name__}.{name}") is not None:
+            return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
 
 __all__ = [
     "__version__",

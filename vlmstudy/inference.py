@@ -26,10 +26,9 @@ from .generation import GenerationSettings, family, generation_settings
 
 __all__ = ["Inference", "DEFAULT_MODELS", "TASKS"]
 
-#: The model each task uses when ``Inference(model=None)``: tiny stand-ins in tiny mode, the real
-#: checkpoints in hub mode.
-DEFAULT_MODELS = {"describe": "blip-caption", "ask": "blip-vqa", "generate": "llava", "chat": "llava"}
-TASKS = tuple(DEFAULT_MODELS)
+#: The model each task uses when ``Inference(model=None)`` (defined in the light
+#: :mod:`vlmstudy.task_defaults`, so that the CLI's help can show it without torch).
+from .task_defaults import DEFAULT_MODELS, TASKS  # noqa: E402
 
 # generate() on a model that cannot caption (BLIP-VQA) reads the prompt as a question
 _PROMPT_AS_CAPTION = set(tasks.CAPTION_FAMILIES)

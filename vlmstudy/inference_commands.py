@@ -347,7 +347,7 @@ def _serve(args) -> int:
 
 def add_commands(subparsers) -> None:
     """Add ``describe``, ``ask``, ``chat`` and ``serve`` (see :mod:`vlmstudy.cli`)."""
-    from .inference import DEFAULT_MODELS
+    from .task_defaults import DEFAULT_MODELS  # light: --help must not import torch
 
     p = subparsers.add_parser("describe", help="describe (caption) one or more images",
                               description="Describe each image; one line per image (PATH: text when several).")

@@ -11,11 +11,15 @@ from __future__ import annotations
 import os
 import random
 from pathlib import Path
-
-import numpy as np
-import torch
+from typing import TYPE_CHECKING
 
 from .errors import ConfigError
+
+if TYPE_CHECKING:
+    import torch
+
+# torch and numpy are imported inside the functions that use them: ``import vlmstudy`` and
+# ``vlmstudy --version`` read this module without paying for them (tests/test_lazy_imports.py).
 
 MODES = ("tiny", "hub")
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -64,6 +68,8 @@ def get_device() -> str:
     choice = _device or _check(os.environ.get("VLMSTUDY_DEVICE", "auto") or "auto", DEVICES, "VLMSTUDY_DEVICE")
     if choice != "auto":
         return choice
+    import torch
+
     if torch.cuda.is_available():
         return "cuda"
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
@@ -80,17 +86,24 @@ def set_device(device: str | None) -> str:
 
 def default_dtype(device: str | None = None) -> torch.dtype:
     """fp16 on a GPU (half the memory, tensor cores), fp32 on CPU (fp16 matmuls are slow there)."""
+    import torch
+
     return torch.float16 if (device or get_device()) == "cuda" else torch.float32
 
 
 def half_dtype(device: str | None = None) -> torch.dtype:
     """The 16-bit dtype a device runs well: fp16 on CUDA and MPS, bf16 on a CPU (fp32's range, and
     CPU kernels for it). Hub mode falls back to it when fp32 would not fit in memory."""
+    import torch
+
     return torch.float16 if torch.device(device or get_device()).type in ("cuda", "mps") else torch.bfloat16
 
 
 def seed_everything(seed: int = 0) -> int:
     """Seed Python, NumPy and torch (CPU and CUDA) so that a run can be repeated exactly."""
+    import numpy as np
+    import torch
+
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)

@@ -21,12 +21,31 @@ commands           ``vlmstudy finetune`` and ``vlmstudy data``
 
 from __future__ import annotations
 
-from .callbacks import LiveLossPlot, PrintProgress, loss_figure
-from .collate import CAPTION_PROMPTS, Collator, EncodedDataset, encode, prompt_text
-from .config import FinetuneConfig, all_keys, load_config
-from .model import (apply_lora, language_model_linears, load_adapter, load_base, lora_config, merge_adapter,
-                    parameter_counts, resolve_target_modules, save_adapter)
-from .train import FinetuneResult, Trainer, evaluate, finetune, prepare_examples, resume
+# Loaded on first use (PEP 562): ``vlmstudy finetune --help`` and ``vlmstudy.finetune.config``
+# do not pay for torch, transformers and peft (tests/test_lazy_imports.py).
+_LAZY = {
+    **dict.fromkeys(("LiveLossPlot", "PrintProgress", "loss_figure"), "callbacks"),
+    **dict.fromkeys(("CAPTION_PROMPTS", "Collator", "EncodedDataset", "encode", "prompt_text"), "collate"),
+    **dict.fromkeys(("FinetuneConfig", "all_keys", "load_config"), "config"),
+    **dict.fromkeys(("apply_lora", "language_model_linears", "load_adapter", "load_base", "lora_config",
+                     "merge_adapter", "parameter_counts", "resolve_target_modules", "save_adapter"), "model"),
+    **dict.fromkeys(("FinetuneResult", "Trainer", "evaluate", "finetune", "prepare_examples", "resume"), "train"),
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
 
 __all__ = [
     "FinetuneConfig", "load_config", "all_keys",
