@@ -35,6 +35,7 @@ from pathlib import Path
 
 from ..errors import VlmStudyError
 from ..notebook_format import notebook_json, percent_cells
+from ..notebook_outputs import coalesce_streams
 from ..settings import REPO_DIR
 
 __all__ = ["MASTERS_DIR", "EXERCISES_DIR", "SOLUTIONS_DIR", "MasterError", "masters", "student_notebook",
@@ -153,7 +154,7 @@ def execute_notebook(text: str, cwd: Path, timeout: int = 600) -> str:
     for cell in nb.cells:
         cell.metadata.pop("execution", None)
     nb.metadata.pop("widgets", None)
-    data = json.loads(nbformat.writes(nb))
+    data = coalesce_streams(json.loads(nbformat.writes(nb)))  # same bytes whatever the load (issue 23)
     data["metadata"] = json.loads(text)["metadata"]  # no language_info version details: stable bytes
     return json.dumps(data, indent=1, ensure_ascii=False) + "\n"
 
