@@ -33,8 +33,8 @@ fig = diagrams.draw_family("blip2")
 # %% [markdown]
 # ## An image's way through BLIP-2, tensor by tensor
 #
-# The model's four parts are its children: `vision_model`, `query_tokens`, `qformer`,
-# `language_projection` and `language_model`. We call them one after the other on two
+# The model's five parts are its children: `vision_model`, `query_tokens` (a learned parameter,
+# not a module), `qformer`, `language_projection` and `language_model`. We call them one after the other on two
 # pictures and print every shape.
 
 # %%
@@ -94,10 +94,14 @@ fig = plotting.token_strip(tokens, title=f"BLIP-2's input: {model.config.num_que
 # %% [markdown]
 # ## Prompting BLIP-2
 #
-# A frozen LLM behind a Q-Former does what its training taught it. The BLIP-2 paper prompts
-# the captioning checkpoint with **no text** (the caption comes straight after the queries) and
-# asks questions as **`"Question: {question} Answer:"`**; the stand-in was trained on exactly
-# those two formats. `tasks.caption` and `tasks.answer` use them for you.
+# A frozen LLM behind a Q-Former does what its training taught it. The BLIP-2 paper
+# ([Li et al., 2023](https://arxiv.org/abs/2301.12597), §4.2) fine-tunes its captioner with the
+# prompt **`"a photo of"`** as the LLM's first words (LAVIS, the authors' code, sets
+# `prompt: "a photo of"` in `blip2_caption_opt2.7b.yaml`), and for zero-shot VQA (§4.1) asks
+# **`"Question: {question} Answer:"`** of the OPT models (`"Question: {question} Short
+# answer:"` of the FlanT5 ones). The course's stand-in was trained on two formats: captions with
+# **no text** after the queries, and the OPT question format. `tasks.caption` and `tasks.answer`
+# use them for you; on a real checkpoint you can pass `"a photo of"` yourself as the prompt.
 
 # %%
 test = shapes.make_scenes("test", 16, seed=7)
@@ -247,13 +251,19 @@ print("mechanics: all checks passed")
 
 # %% [markdown]
 # What the models can do. On all test scenes the stand-ins are below the course's 0.85 VQA
-# target (0.60 and 0.65; their model cards in `assets/models/` break it down by question kind),
+# target (their model cards in `assets/models/` store the figures, by question kind, with the
+# command that measured them: the cell prints them first),
 # and BLIP-2 rarely gets a whole caption exactly right. These questions are of three kinds
 # (count, colour, shape) that they answer better than the average, so each floor is the card's
 # accuracy for this sample's mix of kinds. The card does not measure BLIP-2's captions or the
 # prompt-format gain: their floors are stated here.
 
 # %%
+# Stored results: each card's metrics, measured by the command it records (not run here).
+for model_ in ("blip2", instructblip):
+    origin, name, card = evaluation.model_origin(model_)
+    if card is not None:
+        print(f"{name} card ({card['command']}): " + ", ".join(f"{k} {v:.2f}" for k, v in card["metrics"].items()))
 blip2_caption_accuracy = sum(shapes.normalize_text(c) == shapes.normalize_text(s.caption)
                              for c, s in zip(blip2_captions, test)) / len(test)
 blip2_object_recall = (sum(f"{o.color} {o.shape}" in shapes.normalize_text(c)
