@@ -23,6 +23,8 @@ from vlmstudy import cli
 from vlmstudy.grading import build, grader, hidden_checks, registry
 from vlmstudy.grading.core import Env
 
+pytestmark = pytest.mark.slow  # test tier (issue 23; pyproject.toml, CONTRIBUTING.md)
+
 EXERCISES = list(registry.EXERCISES)
 PARTS = [(ex.name, p.name) for ex in registry.EXERCISES.values() for p in ex.parts]
 
@@ -273,6 +275,40 @@ def answer_matches(answer, truth):
     return normalize_answer(answer) == normalize_answer(truth)
 ''',
     },
+    ("07_memory_footprint", "footprint"): {
+        "nf4 without its scales": '''
+def footprint_bytes(tensors, precision, dtype="fp16"):
+    if precision not in PRECISIONS:
+        raise ValueError(precision)
+    total = 0
+    for shape, quantized in tensors:
+        n = math.prod(shape)
+        if precision in FLOAT_BYTES:
+            total += n * FLOAT_BYTES[precision]
+        elif not quantized:
+            total += n * FLOAT_BYTES[dtype]
+        else:
+            total += n + 4 * shape[0] if precision == "int8" else (n + 1) // 2
+    return total
+''',
+        "everything unquantized in fp16, no precision check": '''
+def footprint_bytes(tensors, precision, dtype="fp16"):
+    total = 0
+    for shape, quantized in tensors:
+        n = math.prod(shape)
+        if precision in FLOAT_BYTES:
+            total += n * FLOAT_BYTES[precision]
+        elif not quantized:
+            total += n * 2
+        elif precision == "int8":
+            total += n + 4 * shape[0]
+        else:
+            blocks = math.ceil(n / 64)
+            total += (n + 1) // 2 + (4 * blocks + 64 if precision == "nf4" else
+                                     blocks + 4 * math.ceil(blocks / 256) + 1024 + 64 + 4)
+    return total
+''',
+    },
 }
 
 
@@ -296,6 +332,7 @@ BROKEN = {  # one looping member per part; crashing ones raise instead
     "attention_rollout": "def attention_rollout(attentions, residual=0.5):{body}",
     "normalize_answer": "def normalize_answer(text):{body}",
     "answer_matches": "def answer_matches(answer, truth):{body}",
+    "footprint_bytes": "def footprint_bytes(tensors, precision, dtype='fp16'):{body}",
 }
 
 

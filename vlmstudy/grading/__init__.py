@@ -42,7 +42,8 @@ def __getattr__(name: str):
 
 __all__ = [
     "check", "hidden_checks", "load_quietly", "check_search", "check_chatbot", "check_class_embeddings", "check_zero_shot_probs",
-    "check_clip_loss", "check_rollout", "check_normalize_answer", "check_answer_matches", "EXERCISES", "Exercise", "Part", "Check", "CheckFailed", "Report",
+    "check_clip_loss", "check_rollout", "check_normalize_answer", "check_answer_matches", "check_footprint",
+    "EXERCISES", "Exercise", "Part", "Check", "CheckFailed", "Report",
     "get_exercise", "get_part", "run_checks",
 ]
 
@@ -110,6 +111,11 @@ def check_normalize_answer(fn) -> Report:
 def check_answer_matches(fn) -> Report:
     """Exercise 06, part 2: check ``answer_matches(answer, truth)``."""
     return check("06_vqa_normalisation", "answer_matches", fn)
+
+
+def check_footprint(fn) -> Report:
+    """Exercise 07: check ``footprint_bytes(tensors, precision, dtype="fp16")``."""
+    return check("07_memory_footprint", "footprint", fn)
 
 
 def load_quietly(name: str):

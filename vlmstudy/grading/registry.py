@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from . import chat, loss, rollout, search, vqa, zero_shot
+from . import chat, loss, memory, rollout, search, vqa, zero_shot
 from .core import Check
 
 __all__ = ["Part", "Exercise", "EXERCISES", "get_exercise", "get_part"]
@@ -80,6 +80,10 @@ EXERCISES: dict[str, Exercise] = {ex.name: ex for ex in [
              tuple(vqa.NORMALIZE_CHECKS), ("vlmstudy.evaluation.normalize_answer",)),
         Part("answer_matches", "answer_matches: does the answer say the truth?", vqa.MATCH_TARGET,
              tuple(vqa.MATCH_CHECKS), ("vlmstudy.evaluation.answer_matches", "vlmstudy.evaluation.answer_accuracy")))),
+    Exercise("07_memory_footprint", "A memory footprint calculator", (
+        Part("footprint", "footprint_bytes: bytes per precision, scales included", memory.TARGET, tuple(memory.CHECKS),
+             ("vlmstudy.quantize.estimate_breakdown", "vlmstudy.quantize.estimate",
+              "vlmstudy.quantize._quantized_weight_bytes")),)),
 ]}
 
 
