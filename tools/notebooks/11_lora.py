@@ -147,6 +147,93 @@ except vlmstudy.ConfigError as err:
     print(err)
 
 # %% [markdown]
+# ### Inside the trainer: one collated batch
+#
+# Before handing the run to the package, look at what it feeds the model. `finetune.encode` turns
+# one example into token ids and **labels**; `finetune.Collator` pads a list of them into a batch.
+# The label `-100` means "not a target": the loss skips it. Every prompt token gets it, and so do
+# the image tokens (the processor expands `<image>` into one placeholder per image feature) and the
+# padding; only the answer and the end-of-text token are learned.
+
+# %%
+from vlmstudy.generation import family
+from vlmstudy.prompting import IGNORE
+
+fam = family(model)
+examples = dataset.examples()
+collator = finetune.Collator(processor, fam)
+batch = collator([finetune.encode(fam, processor, ex) for ex in examples[:2]])
+print({name: tuple(t.shape) for name, t in batch.items()})
+image_id, tokens = model.config.image_token_id, processor.tokenizer.convert_ids_to_tokens
+row_ids, row_labels = batch["input_ids"][0].tolist(), batch["labels"][0].tolist()
+runs = []                                      # [token id, label, count], image tokens collapsed
+for tid, lab in zip(row_ids, row_labels):
+    if runs and tid == image_id == runs[-1][0]:
+        runs[-1][2] += 1
+    else:
+        runs.append([tid, lab, 1])
+print(f"example 0: {examples[0].question!r} -> {examples[0].answer!r}")
+for tid, lab, count in runs:
+    print(f"  {tokens(tid) + (f' x{count}' if count > 1 else ''):<16} label {'-100' if lab == IGNORE else tokens(lab)}")
+learned = [t for t, lab in zip(row_ids, row_labels) if lab != IGNORE]
+print(f"{len(row_ids)} positions: {row_ids.count(image_id)} image tokens, "
+      f"{len(row_ids) - row_ids.count(image_id) - len(learned)} other prompt tokens, "
+      f"{len(learned)} learned ({processor.tokenizer.decode(learned)!r}); "
+      f"example 1 has {int((batch['attention_mask'][1] == 0).sum())} padding positions (label -100, attention 0)")
+assert all(lab == IGNORE for t, lab in zip(row_ids, row_labels) if t == image_id), "no image token is a target"
+
+# %% [markdown]
+# The model's loss is the mean cross-entropy of predicting token *t + 1* at position *t*, over the
+# positions whose label is not `-100`. Computed by hand, it must equal `model(**batch).loss`:
+
+# %%
+with torch.no_grad():
+    out = model(**{name: t.to(model.device) for name, t in batch.items()})
+shifted_logits, shifted_labels = out.logits[:, :-1].float(), batch["labels"][:, 1:].to(model.device)
+by_hand = torch.nn.functional.cross_entropy(shifted_logits.reshape(-1, shifted_logits.shape[-1]),
+                                            shifted_labels.reshape(-1), ignore_index=IGNORE)
+print(f"model's loss {float(out.loss):.6f}   by hand over the unmasked positions {float(by_hand):.6f}")
+assert torch.allclose(out.loss.float(), by_hand, atol=1e-4), "the loss covers exactly the positions not labelled -100"
+
+# %% [markdown]
+# ### A training loop by hand
+#
+# The trainer's core is ten lines: pick a batch, run the model with `labels`, back-propagate,
+# step the optimizer. Here on a fresh copy of the tiny stand-in (always the tiny one, even in hub
+# mode: this is a look inside, not a run), full fine-tuning of everything but the vision tower,
+# eight seeded steps of 8 examples. The loss of single small batches jumps around (a batch full of
+# "brown" answers is harder than one without); the fixed batch measured before and after shows
+# the trend.
+
+# %%
+student, student_processor = vlmstudy.load("llava", mode="tiny", device="cpu", dtype="float32")
+encoded = [finetune.encode(fam, student_processor, ex) for ex in examples[:64]]
+fixed = collator(encoded[:16])
+with torch.no_grad():
+    fixed_before = float(student(**fixed).loss)
+student.train()
+student.model.vision_tower.requires_grad_(False)                # the vision tower stays frozen
+optimizer = torch.optim.AdamW([p for p in student.parameters() if p.requires_grad], lr=1e-4)
+torch.manual_seed(0)
+for step in range(8):
+    picks = torch.randint(len(encoded), (8,)).tolist()          # a random batch of 8 examples
+    loss = student(**collator([encoded[i] for i in picks])).loss   # the model's loss over the labels
+    loss.backward()                                              # gradients of the trainable weights
+    optimizer.step()                                             # one AdamW update
+    optimizer.zero_grad()
+    print(f"step {step}  batch loss {loss.item():.4f}")
+student.eval()
+with torch.no_grad():
+    fixed_after = float(student(**fixed).loss)
+print(f"loss on 16 fixed examples: {fixed_before:.4f} before, {fixed_after:.4f} after 8 steps")
+assert fixed_after < fixed_before, "eight steps of AdamW on the same data must lower its loss"
+
+# %% [markdown]
+# `finetune.finetune` adds the rest a real run needs: LoRA adapters instead of full fine-tuning,
+# a learning-rate schedule and warm-up, gradient clipping and accumulation, evaluation, checkpoints
+# and resume, logging.
+
+# %% [markdown]
 # ## Step 4: train
 #
 # `finetune.finetune(config)` loads the model, wraps it with the adapters, and trains; the curve
