@@ -32,11 +32,13 @@ from pathlib import Path
 from typing import Sequence
 
 from . import shapes
-from .errors import ConfigError
+from .errors import ConfigError, check_positive_int
 
 __all__ = ["ChecklistPrompt", "PROMPTS", "DEFAULT_MODELS", "Result", "Checklist", "Failure", "run_checklist",
            "hypothesis", "find_failures", "retest_alone", "grid_figure", "failure_figure", "report_html", "save_report",
-           "DEFAULT_REPORT", "CARD_METRICS"]
+           "DEFAULT_REPORT", "CARD_METRICS",
+           "CASE_FIELDS", "OPTIONAL_CASE_FIELDS", "FailureCase", "FailureCaseError", "failure_record",
+           "check_failure_cases"]
 
 #: Every stand-in that answers a question about one image.
 DEFAULT_MODELS: tuple[str, ...] = ("blip-vqa", "blip2", "instructblip", "llava", "llava-next")
@@ -173,8 +175,7 @@ def run_checklist(models: Sequence[str] = DEFAULT_MODELS, n_images: int = 10,
                   batch_size: int = 32, progress: bool = True) -> Checklist:
     """Ask every model every prompt about ``n_images`` scenes of ``split`` (greedy decoding:
     the same answers every run). Returns the :class:`Checklist`."""
-    if not isinstance(n_images, int) or n_images < 1:
-        raise ConfigError(f"n_images must be a positive integer (got {n_images!r}).")
+    check_positive_int(n_images, "n_images")
     if not models or not prompts:
         raise ConfigError("run_checklist needs at least one model and one prompt.")
     if split not in shapes.SPLITS:
@@ -291,8 +292,7 @@ def find_failures(run: Checklist, n: int = 5, max_extra_images: int = 200, chunk
     ``n`` kinds of them, the same models and prompts are asked about further scenes (``chunk`` at
     a time, at most ``max_extra_images``). Fewer than ``n`` come back only when the models are
     right on all of those; ``run.results`` is not changed."""
-    if not isinstance(n, int) or n < 1:
-        raise ConfigError(f"n must be a positive integer (got {n!r}).")
+    check_positive_int(n, "n")
     failures = [_failure(r) for r in run.failures()]
     extra_seed, searched = run.seed + 1_000, 0
     while len(failures) < n and searched < max_extra_images:
@@ -433,3 +433,140 @@ def save_report(run: Checklist, failures: Sequence[Failure], path: str | Path | 
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(report_html(run, failures), encoding="utf-8")
     return path
+
+
+# ----------------------------------------------------------------------------- failure cases written by hand
+
+#: The fields of a failure case a learner writes (:func:`check_failure_cases`).
+CASE_FIELDS: tuple[str, ...] = ("image", "question", "expected", "got", "hypothesis")
+#: Fields a case may carry besides those (free text).
+OPTIONAL_CASE_FIELDS: tuple[str, ...] = ("model", "category", "notes")
+_PLACEHOLDERS = {"", "...", "todo", "tbd", "?", "none", "n/a", "xxx", "fill me in", "your hypothesis"}
+MIN_HYPOTHESIS_WORDS = 5
+
+
+class FailureCaseError(ConfigError):
+    """A list of hand-written failure cases that does not have the checked structure."""
+
+
+@dataclass(frozen=True)
+class FailureCase:
+    """One failure case, checked: what was asked about which image, what the truth is, what the
+    model said, and a hypothesis about why (a sentence that could be tested)."""
+
+    image: object
+    question: str
+    expected: str
+    got: str
+    hypothesis: str
+    model: str | None = None
+    category: str | None = None
+    notes: str | None = None
+
+
+def failure_record(failure: Failure) -> dict:
+    """A :class:`Failure` found by :func:`find_failures` as the dict :func:`check_failure_cases`
+    takes: the rendered scene, the question, the truth, the answer and the rule's hypothesis."""
+    r = failure.result
+    return {"image": r.scene, "question": r.question, "expected": r.truth, "got": r.answer,
+            "hypothesis": failure.hypothesis, "model": r.model, "category": failure.category}
+
+
+def _image_problem(image, n_scenes: int | None) -> str | None:
+    from PIL import Image
+
+    if isinstance(image, (Image.Image, shapes.Scene)):
+        return None
+    if isinstance(image, bool):
+        return f"'image' is {image!r}"
+    if isinstance(image, int):
+        if image < 0 or (n_scenes is not None and image >= n_scenes):
+            limit = f" 0-{n_scenes - 1}" if n_scenes is not None else " 0 or more"
+            return f"'image' {image} is no image number of the grid (numbers{limit})"
+        return None
+    if isinstance(image, (str, Path)):
+        if not str(image).strip():
+            return "'image' is empty"
+        if not Path(image).expanduser().is_file():
+            return f"'image' {str(image)!r} is no file (give a path that exists, a PIL image, a scene or a grid number)"
+        return None
+    return (f"'image' is a {type(image).__name__}; give a PIL image, a ShapesWorld scene, a path to an image "
+            "file or the image's number in the grid")
+
+
+def _text_problem(record: dict, key: str) -> str | None:
+    value = record[key]
+    if not isinstance(value, str):
+        return f"'{key}' must be text, not {type(value).__name__}"
+    if value.strip().lower() in _PLACEHOLDERS:
+        return f"'{key}' is {'empty' if not value.strip() else f'a placeholder ({value.strip()!r})'}"
+    return None
+
+
+def check_failure_cases(cases, n: int = 5, run: Checklist | None = None) -> list[FailureCase]:
+    """Check a learner's list of failure cases and return them as :class:`FailureCase` objects.
+
+    Each case is a dict with the fields :data:`CASE_FIELDS` (and optionally
+    :data:`OPTIONAL_CASE_FIELDS`): ``image`` (a PIL image, a ShapesWorld scene, a path to an image
+    file, or the image's number in ``run``'s grid), ``question``, ``expected`` (the true answer),
+    ``got`` (what the model said, which must *not* match ``expected`` under the VQA answer
+    normalisation: a failure case is a wrong answer) and ``hypothesis`` (a sentence of at least
+    :data:`MIN_HYPOTHESIS_WORDS` words, not a copy of another case's). At least ``n`` cases, no
+    question asked twice about the same image. Anything else raises :class:`FailureCaseError`
+    with one line naming each problem by case number and field.
+    """
+    from .evaluation import answer_matches
+
+    if isinstance(cases, dict):
+        raise FailureCaseError("Give a list of failure cases (dicts), not one dict: wrap it in [ ... ].")
+    if not isinstance(cases, (list, tuple)):
+        raise FailureCaseError(f"Give a list of failure cases (dicts), not a {type(cases).__name__}.")
+    n_scenes = len(run.scenes) if run is not None else None
+    problems: list[str] = []
+    if len(cases) < n:
+        problems.append(f"{len(cases)} case{'s' if len(cases) != 1 else ''} written, {n} asked for")
+    seen_hypotheses: dict[str, int] = {}
+    seen_questions: dict[tuple, int] = {}
+    out: list[FailureCase] = []
+    for number, case in enumerate(cases, start=1):
+        where = f"case {number}"
+        if not isinstance(case, dict):
+            problems.append(f"{where} is a {type(case).__name__}, not a dict with the fields {', '.join(CASE_FIELDS)}")
+            continue
+        missing = [k for k in CASE_FIELDS if k not in case]
+        unknown = sorted(str(k) for k in case if k not in CASE_FIELDS + OPTIONAL_CASE_FIELDS)
+        if missing:
+            problems.append(f"{where} lacks {', '.join(map(repr, missing))}")
+        if unknown:
+            problems.append(f"{where} has unknown field(s) {', '.join(map(repr, unknown))} (the fields are "
+                            f"{', '.join(CASE_FIELDS)}; optional: {', '.join(OPTIONAL_CASE_FIELDS)})")
+        if missing or unknown:
+            continue
+        own = [p for p in (_image_problem(case["image"], n_scenes), *(_text_problem(case, k) for k in CASE_FIELDS[1:]))
+               if p]
+        for key in OPTIONAL_CASE_FIELDS:
+            if case.get(key) is not None and not isinstance(case[key], str):
+                own.append(f"'{key}' must be text or None")
+        if not own:
+            if answer_matches(case["got"], case["expected"]):
+                own.append(f"'got' {case['got']!r} matches 'expected' {case['expected']!r}: that answer is right, "
+                           "not a failure")
+            words = case["hypothesis"].split()
+            if len(words) < MIN_HYPOTHESIS_WORDS:
+                own.append(f"'hypothesis' {case['hypothesis']!r} is {len(words)} word{'s' if len(words) != 1 else ''}; "
+                           f"write a sentence of at least {MIN_HYPOTHESIS_WORDS} saying why it failed and how to test it")
+            key = " ".join(w.lower() for w in words)
+            if key in seen_hypotheses:
+                own.append(f"'hypothesis' repeats case {seen_hypotheses[key]}'s; each failure needs its own")
+            seen_hypotheses.setdefault(key, number)
+            image_key = case["image"] if isinstance(case["image"], (int, str, Path)) else id(case["image"])
+            asked = (str(image_key), shapes.normalize_text(case["question"]))
+            if asked in seen_questions:
+                own.append(f"asks case {seen_questions[asked]}'s question about the same image again")
+            seen_questions.setdefault(asked, number)
+        problems.extend(f"{where}: {p}" for p in own)
+        if not own:
+            out.append(FailureCase(**{k: case.get(k) for k in CASE_FIELDS + OPTIONAL_CASE_FIELDS}))
+    if problems:
+        raise FailureCaseError("Failure cases not ready: " + "; ".join(problems) + ".")
+    return out
