@@ -69,6 +69,6 @@ def check_probability_chart(png: bytes, probabilities: dict[str, float], x_max: 
     bars = [bar for bar in found["bars"] if bar[1] > 0.01 * span]
     assert len(bars) == len(values), f"{len(bars)} bars drawn for {len(values)} visible values {values}: {found}"
     assert bars[0][0] == "orange" and all(name == "blue" for name, _ in bars[1:]), found
-    for (name, length), p in zip(bars, values):
+    for (_, length), p in zip(bars, values):
         assert abs(length / span - p / x_max) < 0.03, f"a bar of {length}/{span} px for p={p:.3f}: {found}"
     return found

@@ -24,12 +24,11 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from test_finetune import one_thread  # the same one-thread guard the bit-for-bit training tests use
 
 from vlmstudy import shapes
 from vlmstudy.cli import main as cli_main
 from vlmstudy.errors import CheckpointError, ImageError, ModelUnavailableError, VlmStudyError
-
-from test_finetune import one_thread  # the same one-thread guard the bit-for-bit training tests use
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -110,7 +109,7 @@ def finished_run(tmp_path_factory):
               "training": {"max_steps": 4, "batch_size": 4, "learning_rate": 1e-3, "warmup_steps": 1,
                            "save_every": 2, "eval_max_examples": 0, "max_new_tokens": 4}}
     with one_thread():
-        result = finetune(config, callbacks=[], progress=False)
+        finetune(config, callbacks=[], progress=False)
     return root / "run", _adapter_weights(root / "run" / "adapter")
 
 

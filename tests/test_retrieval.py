@@ -9,8 +9,15 @@ import pytest
 import torch
 
 from vlmstudy.errors import ConfigError, VlmStudyError
-from vlmstudy.retrieval import (DimensionMismatchError, EmptyIndexError, ImageIndex, RetrievalError,
-                                SearchResult, clustered_vectors, exact_topk)
+from vlmstudy.retrieval import (
+    DimensionMismatchError,
+    EmptyIndexError,
+    ImageIndex,
+    RetrievalError,
+    SearchResult,
+    clustered_vectors,
+    exact_topk,
+)
 
 
 def brute_force(db: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -18,7 +18,7 @@ that one instance can serve several threads (a web server's requests).
 from __future__ import annotations
 
 import threading
-from typing import Sequence
+from collections.abc import Sequence
 
 from . import tasks
 from .errors import ConfigError
@@ -73,7 +73,7 @@ class Inference:
         """``{task: model name}`` for every task."""
         return {task: self.model_name(task) for task in TASKS}
 
-    def load(self, *task_names: str) -> "Inference":
+    def load(self, *task_names: str) -> Inference:
         """Load the models of these tasks now (default: describe and ask) instead of on first use,
         so that a bad model name fails here and the first request pays no loading time."""
         for task in task_names or ("describe", "ask"):
@@ -148,7 +148,7 @@ class Inference:
 
     # ------------------------------------------------------------------ chat
 
-    def chat(self, image=None, **generation) -> "tasks.ChatSession":
+    def chat(self, image=None, **generation) -> tasks.ChatSession:
         """A :class:`~vlmstudy.tasks.ChatSession` with the ``chat`` model about ``image``, whose
         turns take the same lock as every other call of this class."""
         session = _LockedChatSession(self._pair("chat"), settings=self._settings(generation))
