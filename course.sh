@@ -9,6 +9,8 @@
 #   ./course.sh --no-setup      use the environment as it is (skip the install check)
 #   ./course.sh test [ARGS]     set up the same way, then run the test suite (ARGS go to pytest;
 #                               paths first replace the default tests/ and notebooks/)
+#   ./course.sh test --fast [ARGS]  the fast tier (a couple of minutes): tests/ without the tests
+#                               marked slow, trained, notebook or hub (pyproject.toml; CONTRIBUTING.md)
 #   ./course.sh browser-test    set up, install the Debian chromium package if it is missing (apt-get,
 #                               as root or through sudo), then run tests/test_browser.py: Chromium
 #                               drives the `vlmstudy demo` Voila app; screenshots in runs/browser-test/
@@ -31,6 +33,8 @@ TORCH_INDEX="${VLMSTUDY_TORCH_INDEX:-}"
 EXTRAS="test,serve,demo"
 # the test command (README.md shows it as `.venv/bin/python <PYTEST_ARGS>`; a test keeps them equal)
 PYTEST_ARGS="-m pytest -q tests notebooks --nbval-lax --nbval-current-env"
+# ./course.sh test --fast: the tiers it leaves out (markers registered in pyproject.toml)
+FAST_MARKERS="not slow and not trained and not notebook and not hub"
 
 die() { echo "course.sh: $*" >&2; exit 1; }
 
@@ -95,6 +99,14 @@ case "$mode" in
     test)
         # offline, whatever the shell says: the suite uses only the shipped tiny models
         export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+        if [ "${1:-}" = "--fast" ]; then
+            shift
+            fast_paths=(tests)
+            if [ $# -gt 0 ] && [ "${1#-}" = "$1" ]; then
+                fast_paths=()  # paths given: run those instead
+            fi
+            exec "$VENV/bin/python" -m pytest -q "${fast_paths[@]}" -m "$FAST_MARKERS" "$@"
+        fi
         pytest_args="$PYTEST_ARGS"
         if [ $# -gt 0 ] && [ "${1#-}" = "$1" ]; then
             pytest_args="${PYTEST_ARGS/ tests notebooks/}"  # paths given: run those instead

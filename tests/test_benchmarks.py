@@ -11,6 +11,10 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
+pytestmark = pytest.mark.slow  # test tier (issue 23; pyproject.toml, CONTRIBUTING.md)
+
 
 def test_bench_search_small(tmp_path, restore_threads, load_script, capsys):
     out = tmp_path / "search.json"

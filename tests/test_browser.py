@@ -31,6 +31,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = [pytest.mark.slow, pytest.mark.notebook]  # test tier (issue 23; pyproject.toml, CONTRIBUTING.md)
+
 REPO = Path(__file__).resolve().parent.parent
 CHROMIUM = os.environ.get("VLMSTUDY_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 OUT = Path(os.environ.get("VLMSTUDY_BROWSER_TEST_OUT", REPO / "runs" / "browser-test"))

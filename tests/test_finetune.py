@@ -26,11 +26,13 @@ from vlmstudy import shapes
 from vlmstudy.cli import main as cli_main
 from vlmstudy.data import Example
 from vlmstudy.errors import ConfigError, DataFormatError
-from vlmstudy.finetune import (Collator, encode, finetune, load_adapter, load_config, merge_adapter, resume)
+from vlmstudy.finetune import Collator, encode, finetune, load_adapter, load_config, merge_adapter, resume
 from vlmstudy.finetune import checkpoint as ckpt
 from vlmstudy.finetune.config import all_keys
 from vlmstudy.finetune.model import apply_lora, language_model_linears, resolve_target_modules
 from vlmstudy.zoo import build_generative as bg
+
+pytestmark = pytest.mark.slow  # test tier (issue 23; pyproject.toml, CONTRIBUTING.md)
 
 REPO = Path(__file__).resolve().parent.parent
 IGNORE = -100

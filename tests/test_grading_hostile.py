@@ -23,6 +23,8 @@ from vlmstudy import cli
 from vlmstudy.grading import build, grader, hidden_checks, registry, sandbox
 from vlmstudy.grading.core import Env
 
+pytestmark = pytest.mark.slow  # test tier (issue 23; pyproject.toml, CONTRIBUTING.md)
+
 EXERCISE = "04_contrastive_loss"
 PART = registry.get_part(EXERCISE, "clip_loss")
 SEED = 918273645          # the hidden seed of the batch; the read-the-seed trick looks for it

@@ -29,6 +29,8 @@ from vlmstudy.errors import ConfigError, InsufficientMemoryError, ModelUnavailab
 from vlmstudy.zoo import hub_guard
 from vlmstudy.zoo.table import real_config
 
+pytestmark = pytest.mark.hub  # test tier (issue 23; pyproject.toml, CONTRIBUTING.md)
+
 REPO = Path(__file__).resolve().parent.parent
 GB = 10**9
 

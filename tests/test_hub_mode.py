@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = [pytest.mark.hub, pytest.mark.notebook, pytest.mark.slow]  # test tier (issue 23; pyproject.toml, CONTRIBUTING.md)
+
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
 IMAGE = REPO / "assets" / "images" / "shapes-1.png"

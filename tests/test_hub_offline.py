@@ -12,6 +12,8 @@ import pytest
 import vlmstudy
 from vlmstudy.errors import ModelUnavailableError
 
+pytestmark = pytest.mark.hub  # test tier (issue 23; pyproject.toml, CONTRIBUTING.md)
+
 HUB_ID = "openai/clip-vit-base-patch32"
 
 

@@ -20,6 +20,8 @@ import vlmstudy
 from vlmstudy import attention
 from vlmstudy.shapes import make_scenes, render
 
+pytestmark = pytest.mark.hub  # test tier (issue 23; pyproject.toml, CONTRIBUTING.md)
+
 image = render(make_scenes("test", n=1, seed=0)[0], size=200)
 out = {}
 for name in vlmstudy.zoo.registry.model_names():

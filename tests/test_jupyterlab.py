@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="course.sh is a bash script")
+pytestmark = [pytest.mark.skipif(sys.platform == "win32", reason="course.sh is a bash script"),
+              pytest.mark.slow]  # test tier (issue 23; pyproject.toml, CONTRIBUTING.md)
 
 
 def _free_port() -> int:

@@ -48,11 +48,13 @@ def test_cli_version_and_help_are_light(subprocess_env, argv):
     assert _heavy_after(code, subprocess_env) == []
 
 
+@pytest.mark.slow  # imports torch and everything else in a fresh interpreter
 def test_the_probe_sees_a_heavy_import(subprocess_env):
     """The check above can fail: reading a name that needs torch does import it."""
     assert "torch" in _heavy_after("import vlmstudy; vlmstudy.seed_everything(0)", subprocess_env)
 
 
+@pytest.mark.slow  # imports torch and everything else in a fresh interpreter
 def test_every_public_name_resolves(subprocess_env):
     code = """
         import types, vlmstudy

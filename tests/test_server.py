@@ -31,6 +31,8 @@ from fastapi.testclient import TestClient  # noqa: E402
 from vlmstudy import tasks  # noqa: E402
 from vlmstudy.server import create_app  # noqa: E402
 
+pytestmark = pytest.mark.slow  # test tier (issue 23; pyproject.toml, CONTRIBUTING.md)
+
 REPO = Path(__file__).resolve().parent.parent
 IMAGES = [REPO / "assets" / "images" / f"shapes-{i}.png" for i in (1, 2, 3)]
 QUESTION = "what colour is the triangle?"

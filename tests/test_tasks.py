@@ -1,6 +1,6 @@
 """vlmstudy.tasks: caption, answer, batches, ChatSession (history, trimming, multi-image), inputs, errors.
 
-The tests marked "trained" in their docstring check what the trained stand-ins can do (they fail
+The tests marked "trained" (docstring and pytest marker) check what the trained stand-ins can do (they fail
 on untrained placeholder weights, on purpose: nothing here is xfail).
 """
 
@@ -87,6 +87,7 @@ def test_one_question_for_every_image(images):
     assert len(out) == 3
 
 
+@pytest.mark.trained
 def test_trained_captions_and_answers():
     """trained: BLIP captions and answers ShapesWorld scenes it never saw."""
     scenes = shapes.make_scenes("test", 12, seed=1)
@@ -195,6 +196,7 @@ def test_chat_history_grows_and_prompt_holds_earlier_turns(one_object_scene):
     assert chat.history == []
 
 
+@pytest.mark.trained
 def test_trained_follow_up_is_answered_from_history(one_object_scene):
     """trained: "and what colour is it?" after "what shape is on the ...?" names the colour."""
     obj = one_object_scene.objects[0]
@@ -203,6 +205,7 @@ def test_trained_follow_up_is_answered_from_history(one_object_scene):
     assert chat.ask("and what colour is it?") == obj.color
 
 
+@pytest.mark.trained
 def test_trained_history_changes_the_answer():
     """trained: on scenes with several differently coloured objects, the follow-up about the
     *last* object is right with the history and (at least once) different without it."""
@@ -271,6 +274,7 @@ def test_multi_image_chat_on_llava_next():
     assert len(chat.images) == 1 and chat.history == []
 
 
+@pytest.mark.trained
 def test_trained_two_image_questions_on_llava_next():
     """trained: LLaVA-NeXT compares two images and describes the second one."""
     pairs = [p for p in zip(shapes.make_scenes("test", 12, seed=21), shapes.make_scenes("test", 12, seed=22))

@@ -55,6 +55,7 @@ def test_pixel_shortcut_matches_the_processor(name):
     assert torch.allclose(via_processor, fast, atol=1e-5)
 
 
+@pytest.mark.trained
 @pytest.mark.parametrize("name", CONTRASTIVE)
 def test_evaluate_on_a_small_sample_is_well_above_chance(name):
     model, processor = vlmstudy.load(name)

@@ -77,6 +77,7 @@ def test_image_text_to_text_pipeline_runs_tiny_llava(scene):
     assert isinstance(out[0]["generated_text"], str)
 
 
+@pytest.mark.trained
 @pytest.mark.parametrize("name", GENERATIVE)
 def test_model_card_and_small_sample_evaluation(name):
     card = get_card(name)
@@ -96,8 +97,8 @@ def test_micro_training_run_lowers_the_loss(tmp_path):
     """A generative family trains for a few seconds and its loss goes down."""
     from transformers import CLIPModel
 
-    from vlmstudy.zoo.train_generative import GenerativeConfig, train_qformer_model
     from vlmstudy.zoo.train import _quick_tower
+    from vlmstudy.zoo.train_generative import GenerativeConfig, train_qformer_model
 
     clip = CLIPModel.from_pretrained(get_card("clip").stand_in_dir, dtype=torch.float32)
     cfg = GenerativeConfig(steps=60, batch=16, pool=64, warmup=5, lr=2e-3)
