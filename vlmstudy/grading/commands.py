@@ -17,7 +17,9 @@ def add_commands(subparsers) -> None:
 
     b = sub.add_parser("build", help="write exercises/NN_*.ipynb and solutions/NN_*.ipynb from tools/exercises/",
                        description="Write the learner's notebooks (stubs, no hidden tests) and the instructor's "
-                                   "(full code, executed: outputs stored) from the masters in tools/exercises/.")
+                                   "(full code, executed: outputs stored) from the masters in tools/exercises/. "
+                                   "They are written into the repository this vlmstudy package was imported from "
+                                   "(the checkout of an editable install), whatever the current directory.")
     b.add_argument("names", nargs="*", metavar="NAME", help="only these exercises (01 or 01_clip_search); default all")
     b.add_argument("--check", action="store_true",
                    help="write nothing; exit 1 if a built notebook differs from its master")
