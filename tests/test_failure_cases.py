@@ -90,10 +90,12 @@ def test_grid_numbers_are_bounded_by_the_run():
     run = checklist.Checklist(scenes=shapes.make_scenes("test", 4, seed=0), prompts=list(checklist.PROMPTS),
                               models=["m"], results=[])
     cases = _cases()
-    cases[0]["image"] = 3
+    cases[0]["image"] = 4                                    # the grid's rows are labelled #1 ... #4
     assert checklist.check_failure_cases(cases, run=run)
-    cases[0]["image"] = 4
-    _refused(cases, "case 1: 'image' 4 is no image number of the grid (numbers 0-3)", run=run)
+    cases[0]["image"] = 5
+    _refused(cases, "case 1: 'image' 5 is no row of the grid (its rows are #1 to #4)", run=run)
+    cases[0]["image"] = 0
+    _refused(cases, "case 1: 'image' 0 is no row of the grid (its rows are #1, #2 ...)")
     cases[0]["image"] = True
     _refused(cases, "case 1: 'image' is True")
 

@@ -481,10 +481,10 @@ def _image_problem(image, n_scenes: int | None) -> str | None:
         return None
     if isinstance(image, bool):
         return f"'image' is {image!r}"
-    if isinstance(image, int):
-        if image < 0 or (n_scenes is not None and image >= n_scenes):
-            limit = f" 0-{n_scenes - 1}" if n_scenes is not None else " 0 or more"
-            return f"'image' {image} is no image number of the grid (numbers{limit})"
+    if isinstance(image, int):   # the grid's row label: #1 ... #n
+        if image < 1 or (n_scenes is not None and image > n_scenes):
+            rows = f"#1 to #{n_scenes}" if n_scenes is not None else "#1, #2 ..."
+            return f"'image' {image} is no row of the grid (its rows are {rows})"
         return None
     if isinstance(image, (str, Path)):
         if not str(image).strip():
@@ -510,7 +510,7 @@ def check_failure_cases(cases, n: int = 5, run: Checklist | None = None) -> list
 
     Each case is a dict with the fields :data:`CASE_FIELDS` (and optionally
     :data:`OPTIONAL_CASE_FIELDS`): ``image`` (a PIL image, a ShapesWorld scene, a path to an image
-    file, or the image's number in ``run``'s grid), ``question``, ``expected`` (the true answer),
+    file, or the image's number in ``run``'s grid: 3 for the row labelled #3), ``question``, ``expected`` (the true answer),
     ``got`` (what the model said, which must *not* match ``expected`` under the VQA answer
     normalisation: a failure case is a wrong answer) and ``hypothesis`` (a sentence of at least
     :data:`MIN_HYPOTHESIS_WORDS` words, not a copy of another case's). At least ``n`` cases, no
