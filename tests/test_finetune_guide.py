@@ -264,3 +264,72 @@ def test_two_process_kill_and_resume_gives_the_uninterrupted_adapter(tiny_llava_
     assert a.keys() == b.keys() and a
     for key in a:
         assert torch.equal(a[key], b[key]), key
+
+
+# ----------------------------------------------------------------------------- accelerate launch configs
+
+ACCELERATE_CONFIGS = {"ddp": ("MULTI_GPU", "multi_gpu"), "fsdp": ("FSDP", "use_fsdp"),
+                      "deepspeed_zero3": ("DEEPSPEED", "use_deepspeed")}
+
+
+@pytest.mark.parametrize("name", sorted(ACCELERATE_CONFIGS))
+def test_accelerate_configs_load_with_accelerates_own_loader(name):
+    """Each shipped launch config goes through accelerate's config loader (unknown top-level keys
+    raise there) and its launch validation; every key of its fsdp_config / deepspeed_config is
+    one that ``accelerate launch`` reads (it copies them onto its arguments, so a misspelt one
+    would be ignored without a word); the FSDP and ZeRO-3 settings arrive in the workers' environment."""
+    from accelerate.commands.config.config_args import ClusterConfig, load_config_from_file
+    from accelerate.commands.launch import _validate_launch_command, launch_command_parser
+
+    path = REPO / "configs" / "accelerate" / f"{name}.yaml"
+    distributed_type, flag = ACCELERATE_CONFIGS[name]
+    loaded = load_config_from_file(str(path))
+    assert isinstance(loaded, ClusterConfig) and loaded.distributed_type.name == distributed_type
+    assert loaded.mixed_precision == "bf16" and loaded.num_machines == 1 and loaded.num_processes >= 2
+    text = path.read_text()
+    assert "7B" in text and "13B" in text, "the file says which model it is for"
+    parser = launch_command_parser()
+    dests = {action.dest for action in parser._actions}
+    for section in ("fsdp_config", "deepspeed_config"):
+        for key in getattr(loaded, section):
+            dest = "fsdp_" + key if section == "fsdp_config" and not key.startswith("fsdp") else key
+            assert dest in dests, f"{path.name}: {section}.{key} is not an accelerate launch setting"
+    args, defaults, _ = _validate_launch_command(parser.parse_args(["--config_file", str(path), "-m", "vlmstudy",
+                                                                    "finetune"]))
+    assert getattr(args, flag) is True and args.num_processes == loaded.num_processes
+    if name == "fsdp":
+        from accelerate.utils import FullyShardedDataParallelPlugin
+        from accelerate.utils.launch import prepare_multi_gpu_env
+
+        env = {k: v for k, v in prepare_multi_gpu_env(args).items() if k.startswith(("FSDP_", "ACCELERATE_USE"))}
+        assert env["ACCELERATE_USE_FSDP"] == "true" and env["FSDP_VERSION"] == "2"
+        with pytest.MonkeyPatch.context() as mp:
+            for key, value in env.items():
+                mp.setenv(key, value)
+            plugin = FullyShardedDataParallelPlugin()   # accelerate's own checks of the values
+        assert plugin.fsdp_version == 2 and plugin.reshard_after_forward is True
+        assert plugin.transformer_cls_names_to_wrap == ["LlamaDecoderLayer", "CLIPEncoderLayer"]
+    if name == "deepspeed_zero3":
+        from accelerate.utils.launch import prepare_deepspeed_cmd_env
+
+        args.deepspeed_fields_from_accelerate_config = ",".join(defaults.deepspeed_config)
+        env = prepare_deepspeed_cmd_env(args)[1]
+        assert env["ACCELERATE_DEEPSPEED_ZERO_STAGE"] == "3" and env["ACCELERATE_DEEPSPEED_ZERO3_INIT"] == "true"
+        assert defaults.deepspeed_config["gradient_accumulation_steps"] == load_config(
+            REPO / "configs" / "multimodal_config.yaml").training.gradient_accumulation
+
+
+@pytest.mark.parametrize("variable,engine", [("ACCELERATE_USE_FSDP", "FSDP"), ("ACCELERATE_USE_DEEPSPEED", "DeepSpeed")])
+def test_a_sharded_launch_is_refused_in_one_line(variable, engine, monkeypatch):
+    """The loop trains with DDP only: an FSDP / DeepSpeed launch (accelerate sets these variables
+    from the config file) stops before any model is loaded, saying what to use instead."""
+    from vlmstudy.finetune import distributed
+
+    monkeypatch.setenv(variable, "true")
+    with pytest.raises(ConfigError) as err:
+        distributed.make_accelerator()
+    message = str(err.value)
+    assert "\n" not in message and engine in message and "configs/accelerate/ddp.yaml" in message
+    monkeypatch.setenv(variable, "false")
+    accelerator, _ = distributed.make_accelerator()
+    assert accelerator.num_processes == 1
