@@ -83,7 +83,9 @@ def test_images_paths_numbers_and_duplicates(tmp_path):
     cases = _cases()
     cases[0]["image"] = cases[1]["image"] = 4
     cases[1]["question"] = cases[0]["question"].upper() + "!"
-    _refused(cases, "case 2: asks case 1's question about the same image again")
+    _refused(cases, "case 2: asks case 1's question about the same image (of the same model) again")
+    cases[0]["model"], cases[1]["model"] = "llava", "blip2"     # two models failing the same question: two cases
+    assert checklist.check_failure_cases(cases)
 
 
 def test_grid_numbers_are_bounded_by_the_run():

@@ -514,7 +514,7 @@ def check_failure_cases(cases, n: int = 5, run: Checklist | None = None) -> list
     ``got`` (what the model said, which must *not* match ``expected`` under the VQA answer
     normalisation: a failure case is a wrong answer) and ``hypothesis`` (a sentence of at least
     :data:`MIN_HYPOTHESIS_WORDS` words, not a copy of another case's). At least ``n`` cases, no
-    question asked twice about the same image. Anything else raises :class:`FailureCaseError`
+    question asked twice about the same image (of the same ``model``). Anything else raises :class:`FailureCaseError`
     with one line naming each problem by case number and field.
     """
     from .evaluation import answer_matches
@@ -562,9 +562,9 @@ def check_failure_cases(cases, n: int = 5, run: Checklist | None = None) -> list
                 own.append(f"'hypothesis' repeats case {seen_hypotheses[key]}'s; each failure needs its own")
             seen_hypotheses.setdefault(key, number)
             image_key = case["image"] if isinstance(case["image"], (int, str, Path)) else id(case["image"])
-            asked = (str(image_key), shapes.normalize_text(case["question"]))
+            asked = (str(image_key), shapes.normalize_text(case["question"]), (case.get("model") or "").lower())
             if asked in seen_questions:
-                own.append(f"asks case {seen_questions[asked]}'s question about the same image again")
+                own.append(f"asks case {seen_questions[asked]}'s question about the same image (of the same model) again")
             seen_questions.setdefault(asked, number)
         problems.extend(f"{where}: {p}" for p in own)
         if not own:

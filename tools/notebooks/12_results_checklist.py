@@ -87,6 +87,52 @@ for f, again in zip(failures, retests):
     print(f"{f.result.model:12} [{f.category:12}] alone it says {again.answer!r:12} -> {verdict}")
 
 # %% [markdown]
+# ## Exercise: five failure cases of your own
+#
+# The rules above find failures; a person finds the interesting ones. Write **five failure
+# cases**, each with **a hypothesis** of your own: why the model went wrong, said so that a test
+# could prove it wrong ("llava names the colour of the largest object, not of the one asked about:
+# asking about a small object beside a large one of another colour should fail again"). Find
+# them in the grid above (rows #1 ... #10), with `widgets.ask_image` below on your own pictures,
+# or with `vlmstudy.answer(image, question, model=...)` on new scenes. Each case is a dict:
+#
+# * `image`: the grid's row number (`3` for #3), a ShapesWorld scene, a PIL image or a file path;
+# * `question`, `expected` (the true answer), `got` (the model's answer, which must be wrong
+#   under the VQA answer normalisation) and `hypothesis` (a sentence; each case its own);
+# * optionally `model`, `category` and `notes`.
+#
+# `checklist.check_failure_cases` checks the structure and says what is missing, case by case.
+# One case is filled in to show the form (a rule's hypothesis: rewrite it in your words).
+
+# %%
+my_failures = [
+    checklist.failure_record(failures[0]),
+    # {"image": 3, "question": "...", "expected": "...", "got": "...", "hypothesis": "...", "model": "llava"},
+]
+try:
+    mine = checklist.check_failure_cases(my_failures, run=run)
+    print(f"{len(mine)} failure cases, each with a hypothesis: now test each one (retest_alone, more scenes like it).")
+except checklist.FailureCaseError as err:
+    print(err)
+
+# %% [markdown]
+# The check itself, on five cases made from the failures found above (each rule's hypothesis, with
+# the model named), and on a broken copy, so that you see what its messages look like:
+
+# %%
+found = checklist.check_failure_cases([checklist.failure_record(f) for f in failures], run=run)
+print(f"{len(found)} found cases pass, e.g. {found[0].question!r}: expected {found[0].expected!r}, got {found[0].got!r}")
+broken = [checklist.failure_record(f) for f in failures]
+broken[1]["hypothesis"] = "binding"
+broken[2]["got"] = broken[2]["expected"]
+del broken[3]["question"]
+try:
+    checklist.check_failure_cases(broken, run=run)
+    raise AssertionError("a broken list of failure cases must be refused")
+except checklist.FailureCaseError as err:
+    print(err)
+
+# %% [markdown]
 # ## The report
 #
 # `save_report` writes one self-contained HTML file (pictures inlined): the accuracy table, the
