@@ -9,14 +9,16 @@
 #
 # The models are the tiny stand-ins (64 px images cut into an 8 x 8 grid of 8 px patches), so
 # every map here is 8 x 8, upsampled onto the picture. With `VLMSTUDY_MODE=hub` the same code
-# runs on the real checkpoints (ViT-B/32 at 224 px: a 7 x 7 grid).
+# runs on the real checkpoints, and each map has its model's own grid (`attention.patch_grid`,
+# read from the config; the checks below use it): CLIP ViT-B/32 at 224 px, 7 x 7; BLIP's
+# ViT-B/16 at 384 px and LLaVA's ViT-L/14 at 336 px, 24 x 24.
 
 # %%
 import numpy as np
 import torch
 
 import vlmstudy
-from vlmstudy import attention, evaluation, plotting, shapes
+from vlmstudy import attention, evaluation, plotting, pointing, shapes
 from vlmstudy.generation import to_model
 
 vlmstudy.seed_everything(0)
@@ -25,7 +27,7 @@ clip = vlmstudy.load("clip")
 blip = vlmstudy.load("blip-caption")
 llava = vlmstudy.load("llava")
 
-scene = attention.pointing_scenes(40, seed=0, min_objects=3)[0]   # a test scene with three objects
+scene = pointing.pointing_scenes(40, seed=0, min_objects=3)[0]   # a test scene with three objects
 image = scene.render()
 print(scene.caption)
 fig = vlmstudy.show_images([scene.render(256)], [scene.caption], scale=3)
@@ -93,8 +95,17 @@ assert torch.allclose(ours, library_out, atol=1e-5) and torch.allclose(weights, 
 # reads the text tokens after all the layers below it. The BLIP-2 **Q-Former** (notebook 06)
 # uses the same block with learned query tokens in the text's place; there the image tokens are
 # wider than the queries (1408 vs 768 in the real BLIP-2), which is why `dim_kv` is separate.
+# Not in every layer, though: in the real Q-Former the queries cross-attend to the image every
+# other block (`Blip2QFormerConfig.cross_attention_frequency`, 2 by default: transformers gives
+# layer `i` a cross-attention block when `i % 2 == 0`) and only self-attend in between. The
+# stand-in's is printed below.
 
 # %%
+from transformers import AutoConfig, Blip2QFormerConfig
+
+blip2_qformer = AutoConfig.from_pretrained(vlmstudy.zoo.resolve_source("blip2")[0]).qformer_config
+print(f"Q-Former: cross-attention every {Blip2QFormerConfig().cross_attention_frequency} layers by default; "
+      f"this mode's blip2: every {blip2_qformer.cross_attention_frequency} of its {blip2_qformer.num_hidden_layers} layers")
 mine = attention.CrossAttention.from_hf(block)
 out, w = mine(x, c)
 print("BLIP decoder layer 0:", (out - library_out).abs().max().item())
@@ -209,7 +220,7 @@ fig = plotting.heatmap_grid(image, np.concatenate([answer.maps[:1], grad_maps]),
 # ([Zhang et al., 2016](https://arxiv.org/abs/1608.00507)) makes it a number: for every object of
 # every scene, make the map for that object (its phrase, its words, or a question about it),
 # upsample it to 64 px and take its maximum; a **hit** is a maximum inside the object's mask,
-# dilated by 2 px (`attention.DEFAULT_TOLERANCE`: anti-aliased edges and an 8 x 8 map's coarse
+# dilated by 2 px (`pointing.DEFAULT_TOLERANCE`: anti-aliased edges and an 8 x 8 map's coarse
 # peak make exact-edge hits a lottery). **Chance** is what a random point scores: the mean share
 # of the image the (dilated) target covers.
 #
@@ -217,8 +228,8 @@ fig = plotting.heatmap_grid(image, np.concatenate([answer.maps[:1], grad_maps]),
 # object 0 %.
 
 # %%
-game_scenes = attention.pointing_scenes(40, seed=0)                 # 2-3 objects each
-oracle = attention.pointing_game(attention.oracle_method, game_scenes, name="oracle")
+game_scenes = pointing.pointing_scenes(40, seed=0)                  # 2-3 objects each
+oracle = pointing.pointing_game(pointing.oracle_method, game_scenes, name="oracle")
 
 
 def wrong_object(scenes, targets):             # a map peaked on the centre of another object
@@ -229,7 +240,7 @@ def wrong_object(scenes, targets):             # a map peaked on the centre of a
     return maps
 
 
-wrong = attention.pointing_game(wrong_object, game_scenes, name="wrong object")
+wrong = pointing.pointing_game(wrong_object, game_scenes, name="wrong object")
 print(f"{oracle.trials} trials: oracle {oracle.accuracy:.0%}, wrong object {wrong.accuracy:.0%}, "
       f"chance {oracle.chance:.1%}")
 
@@ -242,8 +253,8 @@ print(f"{oracle.trials} trials: oracle {oracle.accuracy:.0%}, wrong object {wron
 
 # %%
 models = {"clip": clip, "blip-caption": blip, "llava": llava}
-rows = attention.pointing_game_table(n=len(game_scenes), seed=0, models=models)
-print(attention.format_table(rows))
+rows = pointing.pointing_game_table(n=len(game_scenes), seed=0, models=models)
+print(pointing.format_table(rows))
 fig = plotting.pointing_bars(rows, title=f"pointing game, {rows[0]['trials']} objects in {len(game_scenes)} scenes")
 
 # %% [markdown]
@@ -252,12 +263,45 @@ fig = plotting.pointing_bars(rows, title=f"pointing game, {rows[0]['trials']} ob
 # `benchmarks/results/pointing_game.json` with the models' training status):
 
 # %%
-stored = attention.stored_results()
+stored = pointing.stored_results()
 if stored is None:
     print("no stored run yet: python benchmarks/bench_pointing_game.py --n 200")
 else:
     print(stored["command"], "|", stored["date"], "| the tiny stand-ins\n")
-    print(attention.format_table(stored["rows"]))
+    print(pointing.format_table(stored["rows"]))
+
+# %% [markdown]
+# One row scores *below* chance: CLIP Grad-CAM (0.006 in the stored run, chance 0.073). Below
+# chance is not noise: a random point would hit about 7 % of the time, so a map that hits less
+# is pointing away from the object systematically. Where does its maximum land? On this
+# notebook's trials:
+
+# %%
+from collections import Counter
+
+trial_scenes, trial_targets = pointing.pointing_trials(game_scenes)
+gradcam_maps = pointing.clip_gradcam_method(clip_model, clip_processor)(trial_scenes, trial_targets)
+landing, peak_patches = Counter(), Counter()
+for scene_, t, m in zip(trial_scenes, trial_targets, gradcam_maps):
+    up = plotting.upsample_heatmap(np.asarray(m, dtype=np.float64), (64, 64))
+    r, c = np.unravel_index(int(up.argmax()), up.shape)
+    masks = [pointing.dilate(mask) for mask in shapes.masks(scene_, 64)]
+    landing["the named object" if masks[t][r, c] else "another object"
+            if any(mk[r, c] for i, mk in enumerate(masks) if i != t) else "the background"] += 1
+    peak_patches[tuple(int(i) for i in np.unravel_index(int(np.argmax(m)), m.shape))] += 1
+(patch, times), = peak_patches.most_common(1)
+print(f"Grad-CAM's maximum over {len(trial_targets)} trials:", dict(landing))
+print(f"the same patch {patch} (row, column) is the peak in {times} of {len(trial_targets)} trials, whatever the text")
+
+# %% [markdown]
+# The Grad-CAM map is the token activations weighted by the mean gradient, `ReLU(sum_c w_c h_c)`:
+# one patch whose activations are large in the directions the gradient weights wins it almost
+# whatever the text says, and that patch lies on the empty background. ViTs are known to keep
+# such high-norm background tokens as a scratch space for global information
+# ([Darcet et al., 2023](https://arxiv.org/abs/2309.16588)); whether that is the mechanism in this
+# stand-in is a hypothesis the cell does not prove. Either way Grad-CAM, designed for CNN feature
+# maps, reads the wrong thing here, and the pointing game exposes it where the picture alone might
+# not.
 
 # %% [markdown]
 # What to take away:
@@ -269,11 +313,13 @@ else:
 #   through CLIP's attention) points at the named object, while CLIP's own attention cannot (it
 #   never sees the text). In the generative stand-ins, raw attention points well too: the
 #   cross-attention of BLIP's caption words and the attention of the colour word LLaVA writes land
-#   on the object they describe (about 0.99 and 0.81 in the reference run), with input x gradient
-#   close behind. Earlier, shorter-trained versions of the same stand-ins showed the opposite: their
-#   attention landed on the same object whatever was asked (0.38 and 0.40) while input x gradient
-#   still pointed (0.87). A model that has learned the task routes information from the right
-#   place; one that has not can still be explained by gradients.
+#   on the object they describe (the stored reference run above has the figures), with input x
+#   gradient close behind. Earlier, shorter-trained versions of the same stand-ins showed the
+#   opposite: their attention landed on the same object whatever was asked, while input x gradient
+#   still pointed (a stored result of that time, not reproduced here:
+#   `git show 350e670:benchmarks/results/pointing_game.json`, BLIP cross-attention 0.38, LLaVA
+#   attention 0.40, LLaVA input x gradient 0.87). A model that has learned the task routes
+#   information from the right place; one that has not can still be explained by gradients.
 # * **Attention is not explanation.** Residual streams carry information around every attention
 #   map, so check a map with a number like this one before trusting a picture.
 
