@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import random
 
-from . import shapes
+from . import phrasings, shapes
 
 #: Label value the loss ignores (prompt, image and padding positions).
 IGNORE = -100
@@ -27,10 +27,10 @@ def sample_prompt(scene: shapes.Scene, rng: random.Random, describe_share: float
     """A single-turn ``(question, answer, kind)`` about ``scene``; "describe" asks for the caption.
 
     paraphrase: ``None`` keeps the canonical wording; ``"train"`` or ``"heldout"`` rewrites the
-    question with a template from that set (:func:`vlmstudy.shapes.paraphrase`).
+    question with a template from that set (:func:`vlmstudy.phrasings.paraphrase`).
     """
     if rng.random() < describe_share:
         return "describe the image.", shapes.caption(scene), "describe"
     qa = rng.choice(shapes.questions(scene, rng))
-    question = shapes.paraphrase(qa, rng, paraphrase) if paraphrase else qa.question
+    question = phrasings.paraphrase(qa, rng, paraphrase) if paraphrase else qa.question
     return question, qa.answer, qa.kind

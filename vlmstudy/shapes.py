@@ -107,8 +107,8 @@ class Scene:
     background: tuple[int, int, int]
     texture_seed: int
 
-    def render(self, size: int = 64) -> Image.Image:
-        return render(self, size)
+    def render(self, size: int = 64, varied: bool = False) -> Image.Image:
+        return render(self, size, varied)
 
     @property
     def caption(self) -> str:
@@ -253,8 +253,14 @@ def _draw(draw: ImageDraw.ImageDraw, obj: ShapeObject, side: int, fill) -> None:
 _SUPERSAMPLE = 4
 
 
-def render(scene: Scene, size: int = 64) -> Image.Image:
-    """Draw ``scene`` as an RGB image of ``size`` x ``size`` pixels (anti-aliased)."""
+def render(scene: Scene, size: int = 64, varied: bool = False) -> Image.Image:
+    """Draw ``scene`` as an RGB image of ``size`` x ``size`` pixels (anti-aliased).
+
+    varied: draw it one of the many ways a picture of the same scene can look (training
+    variety, :func:`render_varied`); the default is the plain, canonical rendering.
+    """
+    if varied:
+        return render_varied(scene, size)
     big = size * _SUPERSAMPLE
     rng = np.random.default_rng(scene.texture_seed)
     # a lightly varied background: base tint plus a soft low-frequency texture
@@ -267,6 +273,95 @@ def render(scene: Scene, size: int = 64) -> Image.Image:
     for obj in scene.objects:
         _draw(draw, obj, big, ALL_COLORS[obj.color])
     return img.resize((size, size), Image.BOX)
+
+
+#: How far :func:`render_varied` may move an object from its scene position (image units):
+#: it stays inside its named region.
+VARIED_SHIFT = 0.04
+
+
+def _varied_color(rgb: tuple[int, int, int], rng: np.random.Generator) -> tuple[int, int, int]:
+    """Another shade of the same named colour: hue +-0.02, saturation and brightness scaled."""
+    import colorsys
+
+    h, s, v = colorsys.rgb_to_hsv(*(c / 255 for c in rgb))
+    h = (h + rng.uniform(-0.02, 0.02)) % 1.0
+    s = float(np.clip(s * rng.uniform(0.8, 1.1), 0, 1))
+    v = float(np.clip(v * rng.uniform(0.82, 1.08), 0, 1))
+    return tuple(int(round(c * 255)) for c in colorsys.hsv_to_rgb(h, s, v))
+
+
+def _rotate(points: list[tuple[float, float]], cx: float, cy: float, degrees: float) -> list[tuple[float, float]]:
+    a = np.radians(degrees)
+    c, s_ = np.cos(a), np.sin(a)
+    return [(cx + (x - cx) * c - (y - cy) * s_, cy + (x - cx) * s_ + (y - cy) * c) for x, y in points]
+
+
+def _varied_background(scene: Scene, big: int, rng: np.random.Generator) -> np.ndarray:
+    """A light background: the plain texture, a gradient, noise or faint stripes ``(big, big, 3)``."""
+    base = np.asarray(scene.background, np.float32) - rng.uniform(0, 30)
+    kind = rng.choice(["texture", "gradient", "noise", "stripes"])
+    if kind == "gradient":
+        other = base + rng.uniform(-25, 10, 3)
+        t = np.linspace(0, 1, big, dtype=np.float32)
+        ramp = t[None, :, None] if rng.random() < 0.5 else t[:, None, None]
+        canvas = base + (other - base) * ramp
+        canvas = np.broadcast_to(canvas, (big, big, 3))
+    elif kind == "noise":
+        canvas = base + rng.normal(0, rng.uniform(4, 10), (big // 4, big // 4, 3)).repeat(4, 0).repeat(4, 1)
+    elif kind == "stripes":
+        period = rng.integers(big // 10, big // 4)
+        canvas = base + (((np.arange(big) // period) % 2) * rng.uniform(6, 14))[:, None, None] * np.ones((1, big, 3))
+        if rng.random() < 0.5:
+            canvas = canvas.transpose(1, 0, 2)
+    else:
+        texture = rng.normal(0, 6, (8, 8, 3))
+        texture = np.asarray(Image.fromarray(np.uint8(np.clip(texture + 128, 0, 255))).resize((big, big), Image.BILINEAR),
+                             dtype=np.float32) - 128
+        canvas = base + texture
+    return np.clip(canvas, 0, 255).astype(np.uint8)
+
+
+def render_varied(scene: Scene, size: int = 64) -> Image.Image:
+    """Draw ``scene`` one of many ways, all still true to its caption: another shade of each
+    named colour, size x0.85-1.15, a small rotation, filled or outlined, the object moved a
+    little within its region, a textured / gradient / noisy / striped background, sometimes
+    blurred or JPEG-compressed. Deterministic from ``scene.texture_seed``; used for training
+    variety (the plain :func:`render` stays the canonical picture)."""
+    import io
+
+    from PIL import ImageFilter
+
+    rng = np.random.default_rng(scene.texture_seed + 7)
+    big = size * _SUPERSAMPLE
+    img = Image.fromarray(_varied_background(scene, big, rng), "RGB")
+    draw = ImageDraw.Draw(img)
+    for obj in scene.objects:
+        scale = rng.uniform(0.85, 1.1 if obj.size == "large" else 1.2)
+        cx = (obj.x + rng.uniform(-VARIED_SHIFT, VARIED_SHIFT)) * big
+        cy = (obj.y + rng.uniform(-VARIED_SHIFT, VARIED_SHIFT)) * big
+        r = obj.radius * scale * big
+        fill = _varied_color(ALL_COLORS[obj.color], rng)
+        outlined = rng.random() < 0.25
+        width = max(2, int(r * rng.uniform(0.22, 0.32)))
+        if obj.shape == "circle":
+            box = [cx - r, cy - r, cx + r, cy + r]
+            draw.ellipse(box, fill=None if outlined else fill, outline=fill if outlined else None, width=width)
+        else:
+            limit = 10 if obj.shape in ("square", "diamond") else 20  # 45 degrees would turn one into the other
+            pts = _rotate(_polygon(obj.shape, cx, cy, r), cx, cy, rng.uniform(-limit, limit))
+            if outlined:
+                draw.line(pts + pts[:1], fill=fill, width=width, joint="curve")
+            else:
+                draw.polygon(pts, fill=fill)
+    img = img.resize((size, size), Image.BOX)
+    if rng.random() < 0.3:
+        img = img.filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 0.8)))
+    if rng.random() < 0.3:
+        buf = io.BytesIO()
+        img.save(buf, "JPEG", quality=int(rng.integers(45, 85)))
+        img = Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
+    return img
 
 
 def masks(scene: Scene, size: int = 64) -> np.ndarray:
@@ -318,11 +413,17 @@ def short_description(scene: Scene) -> str:
 
 @dataclass(frozen=True)
 class QA:
-    """One question about a scene: ``kind`` is colour, shape, count, position or exists."""
+    """One question about a scene: ``kind`` is colour, shape, count, position or exists.
+
+    ``form`` names the question's template (``"colour_at"``, ``"count"`` ...) and ``slots`` its
+    fillers (``(("where", "on the left"),)``), so :func:`paraphrase` can say it another way.
+    """
 
     question: str
     answer: str
     kind: str
+    form: str = ""
+    slots: tuple[tuple[str, str], ...] = ()
 
 
 def questions(scene: Scene, rng: random.Random | None = None, combos: Sequence[tuple[str, str]] | None = None) -> list[QA]:
@@ -331,21 +432,23 @@ def questions(scene: Scene, rng: random.Random | None = None, combos: Sequence[t
     objs = scene.objects
     shape_counts = {s: sum(o.shape == s for o in objs) for s in ALL_SHAPES}
     color_counts = {c: sum(o.color == c for o in objs) for c in ALL_COLORS}
-    out = [QA("how many shapes are there?", COUNT_WORDS[len(objs)], "count")]
+    out = [QA("how many shapes are there?", COUNT_WORDS[len(objs)], "count", "count")]
     for o in objs:
         where = POSITION_PHRASES[o.position]
-        out.append(QA(f"what colour is the shape {where}?", o.color, "colour"))
-        out.append(QA(f"what shape is {where}?", o.shape, "shape"))
+        out.append(QA(f"what colour is the shape {where}?", o.color, "colour", "colour_at", (("where", where),)))
+        out.append(QA(f"what shape is {where}?", o.shape, "shape", "shape_at", (("where", where),)))
         if shape_counts[o.shape] == 1:
-            out.append(QA(f"what colour is the {o.shape}?", o.color, "colour"))
+            out.append(QA(f"what colour is the {o.shape}?", o.color, "colour", "colour_of", (("shape", o.shape),)))
         if color_counts[o.color] == 1:
-            out.append(QA(f"what shape is the {o.color} object?", o.shape, "shape"))
-        out.append(QA(f"where is the {o.color} {o.shape}?", o.position, "position"))
-        out.append(QA(f"is there {object_phrase(o)}?", "yes", "exists"))
+            out.append(QA(f"what shape is the {o.color} object?", o.shape, "shape", "shape_of", (("color", o.color),)))
+        out.append(QA(f"where is the {o.color} {o.shape}?", o.position, "position", "position",
+                      (("color", o.color), ("shape", o.shape))))
+        out.append(QA(f"is there {object_phrase(o)}?", "yes", "exists", "exists", (("obj", object_phrase(o)),)))
     present = {(o.color, o.shape) for o in objs}
     absent = [cs for cs in (combos or allowed_combos("train")) if cs not in present]
     color, shape = rng.choice(absent)
-    out.append(QA(f"is there {_article(color)} {color} {shape}?", "no", "exists"))
+    out.append(QA(f"is there {_article(color)} {color} {shape}?", "no", "exists", "exists",
+                  (("obj", f"{_article(color)} {color} {shape}"),)))
     return out
 
 
@@ -391,12 +494,18 @@ def normalize_text(text: str) -> str:
 
 
 def vocabulary() -> list[str]:
-    """Every word ShapesWorld text can contain, sorted (novel words included, so a fine-tune
-    can learn them later without changing the tokenizer)."""
+    """Every word ShapesWorld text can contain (novel words included, so a fine-tune can learn
+    them later without changing the tokenizer).
+
+    The first zoo's words come first, sorted; words added with the paraphrase templates
+    (:func:`vlmstudy.phrasings.training_words`) follow, sorted, so every earlier word keeps its id.
+    """
+    from .phrasings import training_words
+
     words = set(BASE_WORDS) | set(ALL_COLORS) | set(ALL_SHAPES) | set(SIZES) | set(POSITIONS)
     for template in PROMPT_TEMPLATES:
         words.update(template.replace("{}", " ").replace(".", " . ").split())
-    return sorted(words)
+    return sorted(words) + sorted(training_words() - words)
 
 
 # ----------------------------------------------------------------------------- export

@@ -48,18 +48,29 @@ def device_label(device: torch.device | str) -> str:
 
 
 def _render_chunk(args) -> np.ndarray:
-    scenes, size = args
-    return np.stack([np.asarray(s.render(size)) for s in scenes])
+    scenes, size, varied = args
+    return np.stack([np.asarray(s.render(size, varied=v)) for s, v in zip(scenes, varied)])
 
 
-def render_many(scenes: Sequence[shapes.Scene], size: int, progress: bool = True, desc: str = "rendering") -> np.ndarray:
-    """Render scenes to ``(n, size, size, 3)`` uint8, on every core (rendering is pure Python)."""
+def is_varied(scene: shapes.Scene, share: float) -> bool:
+    """Whether a training pool draws ``scene`` with :func:`vlmstudy.shapes.render_varied`: a fixed
+    ``share`` of scenes, chosen by their texture seed (so a scene and its hard-negative variant,
+    which share the seed, are drawn the same way)."""
+    return share > 0 and (scene.texture_seed % 1000) < share * 1000
+
+
+def render_many(scenes: Sequence[shapes.Scene], size: int, progress: bool = True, desc: str = "rendering",
+                varied_share: float = 0.0) -> np.ndarray:
+    """Render scenes to ``(n, size, size, 3)`` uint8, on every core (rendering is pure Python).
+
+    varied_share: the share of scenes drawn with training variety (:func:`is_varied`)."""
     import multiprocessing as mp
     import os
 
     from tqdm.auto import tqdm
 
-    chunks = [(list(scenes[i:i + 500]), size) for i in range(0, len(scenes), 500)]
+    varied = [is_varied(s, varied_share) for s in scenes]
+    chunks = [(list(scenes[i:i + 500]), size, varied[i:i + 500]) for i in range(0, len(scenes), 500)]
     workers = min(len(chunks), os.cpu_count() or 1)
     if workers <= 1:
         parts = [_render_chunk(c) for c in tqdm(chunks, desc=desc, leave=False, disable=not progress)]
@@ -71,10 +82,11 @@ def render_many(scenes: Sequence[shapes.Scene], size: int, progress: bool = True
 
 
 def scene_pool(split: str, n: int, seed: int, size: int, n_objects: int | None = None,
-               progress: bool = True) -> tuple[list[shapes.Scene], np.ndarray]:
-    """``n`` scenes and their pictures ``(n, size, size, 3)`` uint8, rendered once for training."""
+               progress: bool = True, varied_share: float = 0.0) -> tuple[list[shapes.Scene], np.ndarray]:
+    """``n`` scenes and their pictures ``(n, size, size, 3)`` uint8, rendered once for training
+    (``varied_share`` of them with training variety)."""
     scenes = shapes.make_scenes(split, n, seed=seed, n_objects=n_objects)
-    return scenes, render_many(scenes, size, progress, f"rendering {split} scenes")
+    return scenes, render_many(scenes, size, progress, f"rendering {split} scenes", varied_share)
 
 
 def warmup_cosine(step: int, total: int, warmup: int) -> float:
@@ -122,9 +134,9 @@ def write_model_card(out_dir: Path, card_name: str, title: str, config: dict, co
         f"- replaces: `{card_name}`",
         f"- trained with: `{command}` (seed {seed}, {seconds:.0f} s on {record.get('device', str(record.get('threads', '?')) + ' CPU threads')})",
         f"- parameters: {config.get('parameters', '?'):,}" if isinstance(config.get("parameters"), int) else "",
-        "", "## Metrics (held-out test scenes)", "", "| metric | value |", "|---|---|",
+        "", "## Metrics (held-out test scenes)", "",
     ]
-    lines += [f"| {k} | {v:.3f} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in metrics.items()]
+    lines += metrics_table(metrics)
     if record.get("metrics_command"):
         lines += ["", f"Metrics measured by `{record['metrics_command']}`."]
     curve = config.get("curve_zero_shot_val")
@@ -134,6 +146,30 @@ def write_model_card(out_dir: Path, card_name: str, title: str, config: dict, co
     lines += ["", "## Config", "", "```json", json.dumps({k: v for k, v in config.items() if k != "curve_zero_shot_val"},
                                                       indent=2), "```", *notes, ""]
     (out_dir / "README.md").write_text("\n".join(line for line in lines if line is not None))
+
+
+#: Metric-name prefix -> column of the model card's table (see ``evaluate.CONDITIONS``).
+CONDITION_COLUMNS = {"": "own renderer, trained wording", "paraphrased_": "own renderer, held-out wording",
+                     "second_": "second renderer, held-out wording"}
+
+
+def metrics_table(metrics: dict) -> list[str]:
+    """Markdown table lines: one row per metric, one column per condition (prefix) it was measured in."""
+    def split(key: str) -> tuple[str, str]:
+        for prefix in ("paraphrased_", "second_"):
+            if key.startswith(prefix):
+                return prefix, key[len(prefix):]
+        return "", key
+
+    rows: dict[str, dict[str, float]] = {}
+    for key, value in metrics.items():
+        prefix, base = split(key)
+        rows.setdefault(base, {})[prefix] = value
+    used = [p for p in CONDITION_COLUMNS if any(p in r for r in rows.values())]
+    fmt = lambda v: f"{v:.3f}" if isinstance(v, float) else ("" if v is None else str(v))  # noqa: E731
+    lines = ["| metric | " + " | ".join(CONDITION_COLUMNS[p] for p in used) + " |", "|---|" + "---|" * len(used)]
+    lines += [f"| {base} | " + " | ".join(fmt(r.get(p)) for p in used) + " |" for base, r in rows.items()]
+    return lines
 
 
 def rewrite_card_metrics(out_dir: Path, metrics: dict, failures: Sequence[str], command: str) -> None:

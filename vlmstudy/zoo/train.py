@@ -31,10 +31,11 @@ ORDER = ("clip", "siglip", "llava", "llava-next", "blip-caption", "blip-vqa", "b
 #: min each. The generative budgets were not timed on a CPU; the first zoo's CPU runs suggest
 #: 40-55 min per model on 2 cores. ``--steps`` / ``--distill-steps`` trade quality for time (the first, CPU-trained zoo used llava
 #: 1500, llava-next 500, blip-* 600, blip2 / instructblip 1000, clip / siglip 1200, distill 200).
-CONTRASTIVE = {"clip": ContrastiveConfig(family="clip", train_steps=4000),
+CONTRASTIVE = {"clip": ContrastiveConfig(family="clip", train_steps=3000),
                "siglip": ContrastiveConfig(family="siglip", train_steps=4000)}
 GENERATIVE = {
-    "llava": GenerativeConfig(steps=3000, batch=32, lr=1e-3),
+    # stage 0 language model on text, stage 1 projector on captions, stage 2 instruction tuning
+    "llava": GenerativeConfig(steps=2400, batch=32, lr=1e-3, lm_steps=1500, align_steps=600),
     "llava-next": GenerativeConfig(steps=1200, batch=16, lr=5e-4),
     "blip-caption": GenerativeConfig(steps=3000, batch=32, lr=5e-4),
     "blip-vqa": GenerativeConfig(steps=3000, batch=32, lr=5e-4),
@@ -68,7 +69,9 @@ def _blip_tower(clip: CLIPModel, seed: int, progress: bool, steps: int | None = 
                                                  hidden_size=vc.hidden_size, intermediate_size=vc.intermediate_size,
                                                  num_hidden_layers=vc.num_hidden_layers,
                                                  num_attention_heads=vc.num_attention_heads))
-        _, pixels = scene_pool("train", 6000, seed + 11, vc.image_size, progress=progress)
+        # the same training variety as the models that use the tower
+        _, pixels = scene_pool("train", 6000, seed + 11, vc.image_size, progress=progress,
+                               varied_share=GenerativeConfig.varied_share)
         info = distill_blip_tower(clip, tower, pixels, steps=steps or DISTILL_STEPS, seed=seed, progress=progress)
         _blip_tower_cache["tower"], _blip_tower_cache["info"] = tower.eval(), info
     return _blip_tower_cache["tower"], _blip_tower_cache["info"]
@@ -105,7 +108,8 @@ def train_model(name: str, models_dir: str | Path | None = None, progress: bool 
         cfg = GENERATIVE[card.name]
         cfg = dataclasses.replace(cfg, steps=steps or cfg.steps, batch=batch or cfg.batch)
         if quick:
-            cfg = GenerativeConfig(steps=4, batch=4, pool=32, warmup=2)
+            cfg = GenerativeConfig(steps=4, batch=4, pool=32, warmup=2, lm_steps=2 if cfg.lm_steps else 0,
+                                   align_steps=2 if cfg.align_steps else 0)
         clip = _load_clip(models_dir)
         if card.name == "llava":
             model, processor, history = train_llava(clip, cfg, progress=progress)
@@ -129,6 +133,9 @@ def train_model(name: str, models_dir: str | Path | None = None, progress: bool 
     config.update({k: v for k, v in extra.items() if v is not None})
     config["size_mb"] = round(dir_size_mb(out), 2)
     config["loss_first_last"] = [history[0]["loss"], history[-1]["loss"]]
+    stages = stage_summary(history)
+    if stages:
+        config["stages"] = stages
     curve = [h for h in history if "zero_shot_val" in h]
     if curve:
         config["curve_zero_shot_val"] = [[h["step"], h["seconds"], h["zero_shot_val"]] for h in curve]
@@ -140,6 +147,17 @@ def train_model(name: str, models_dir: str | Path | None = None, progress: bool 
                      cfg.seed, metrics, notes)
     return {"name": card.name, "seconds": round(seconds, 1), "metrics": metrics, "failures": failures,
             "history": history}
+
+
+def stage_summary(history: list[dict]) -> list[dict]:
+    """One record per training stage in ``history`` (entries carrying ``"stage"``): its name,
+    logged steps, seconds and first / last smoothed loss, for the model card."""
+    stages: dict[str, list[dict]] = {}
+    for h in history:
+        if "stage" in h:
+            stages.setdefault(h["stage"], []).append(h)
+    return [{"stage": name, "steps": rows[-1]["step"] + 1, "seconds": rows[-1]["seconds"],
+             "loss_first_last": [rows[0]["loss"], rows[-1]["loss"]]} for name, rows in stages.items()]
 
 
 def save_half(model, processor, out: Path):

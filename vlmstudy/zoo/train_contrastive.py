@@ -49,6 +49,7 @@ class ContrastiveConfig:
     train_warmup: int = 150
     train_weight_decay: float = 0.05
     train_pool: int = 20000
+    train_varied_share: float = 0.6  # pictures drawn with training variety (shapes.render_varied)
     seed: int = 0
 
 
@@ -137,7 +138,7 @@ def train_contrastive(cfg: ContrastiveConfig, out_dir: str | Path | None = None,
     rng = random.Random(cfg.seed)
     base = shapes.make_scenes("train", cfg.train_pool // 2, seed=cfg.seed)
     scenes = [s for b in base for s in (b, shapes.variant(b, rng))]
-    pixels_u8 = render_many(scenes, cfg.image_size, progress, "rendering training scenes")
+    pixels_u8 = render_many(scenes, cfg.image_size, progress, "rendering training scenes", cfg.train_varied_share)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.train_lr, weight_decay=cfg.train_weight_decay,
                             betas=(0.9, 0.98))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, cfg.train_steps, cfg.train_warmup))

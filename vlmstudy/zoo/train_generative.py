@@ -21,10 +21,10 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 from transformers import BlipVisionModel, CLIPModel
 
-from .. import shapes
+from .. import phrasings, shapes
 from ..prompting import BLIP2_VQA_PROMPT, IGNORE, ids, sample_prompt
 from ..settings import seed_everything
-from .common import scene_pool, to_device, to_pixels, training_device, warmup_cosine
+from .common import is_varied, scene_pool, to_device, to_pixels, training_device, warmup_cosine
 from .build_generative import BOS_ID, EOS_ID, IMAGE_TOKEN_ID, NUM_QUERY_TOKENS, PAD_ID
 
 
@@ -38,6 +38,10 @@ class GenerativeConfig:
     lr: float = 1e-3
     warmup: int = 100
     pool: int = 8000
+    varied_share: float = 0.6  # pictures drawn with training variety (shapes.render_varied)
+    paraphrase_share: float = 0.6  # questions said with a training paraphrase (vlmstudy.phrasings)
+    lm_steps: int = 0  # LLaVA stage 0: pre-train the language model on image-free text first
+    align_steps: int = 0  # LLaVA stage 1: train only the projector on captions, language model frozen
     seed: int = 0
 
 
@@ -162,7 +166,14 @@ def image_token_count(processor, image) -> int:
     return int((enc["input_ids"] == IMAGE_TOKEN_ID).sum())
 
 
-def chat_example(processor, scenes: list[shapes.Scene], rng: random.Random, n_image_tokens: int) -> tuple[list[int], list[int]]:
+def training_question(rng: random.Random, share: float) -> str | None:
+    """The phrasing set a training question is drawn from: ``"train"`` paraphrases with
+    probability ``share``, else ``None`` (the canonical wording)."""
+    return "train" if rng.random() < share else None
+
+
+def chat_example(processor, scenes: list[shapes.Scene], rng: random.Random, n_image_tokens: int,
+                 paraphrase_share: float = 0.0) -> tuple[list[int], list[int]]:
     """One training sequence for a chat model: ``(input_ids, labels)``.
 
     Single-turn questions, or turn ``k`` of a dialogue with the earlier turns as history; for two
@@ -176,10 +187,11 @@ def chat_example(processor, scenes: list[shapes.Scene], rng: random.Random, n_im
         qa = rng.choice(shapes.two_image_questions(*scenes))
         turns, answer = [(qa.question, None)], qa.answer
     elif rng.random() < 0.5:
-        question, answer, _ = sample_prompt(scenes[0], rng)
+        question, answer, _ = sample_prompt(scenes[0], rng, paraphrase=training_question(rng, paraphrase_share))
         turns = [(question, None)]
     else:
-        dialogue = shapes.dialogue(scenes[0], rng)
+        dialogue = [(phrasings.paraphrase_question(q, rng) if training_question(rng, paraphrase_share) else q, a)
+                    for q, a in shapes.dialogue(scenes[0], rng)]
         k = rng.randrange(len(dialogue))
         turns = [(q, a) for q, a in dialogue[:k]] + [(dialogue[k][0], None)]
         answer = dialogue[k][1]
@@ -207,10 +219,12 @@ def train_llava(clip: CLIPModel, cfg: GenerativeConfig, next_from=None, progress
         model.model.language_model.load_state_dict(next_from.model.language_model.state_dict())
         model.lm_head.load_state_dict(next_from.lm_head.state_dict())
     freeze(model.model.vision_tower)
-    scenes, pixels_u8 = scene_pool("train", cfg.pool, cfg.seed, vision_config.image_size, progress=progress)
+    scenes, pixels_u8 = scene_pool("train", cfg.pool, cfg.seed, vision_config.image_size, progress=progress,
+                                   varied_share=cfg.varied_share)
     n_tok = image_token_count(processor, scenes[0].render())
     # free test: the training shortcut must feed exactly what the processor would
-    check = processor(images=[scenes[0].render()], return_tensors="pt")["pixel_values"]
+    check = processor(images=[scenes[0].render(varied=is_varied(scenes[0], cfg.varied_share))],
+                      return_tensors="pt")["pixel_values"]
     fast = to_pixels(pixels_u8[:1])
     assert torch.allclose(check.reshape(-1, *fast.shape[1:])[-1:], fast, atol=1e-5), "pixel shortcut != processor"
     rng = random.Random(cfg.seed)
@@ -220,7 +234,7 @@ def train_llava(clip: CLIPModel, cfg: GenerativeConfig, next_from=None, progress
         for _ in range(cfg.batch):
             n = 2 if rng.random() < two_image_share else 1
             idx = rng.sample(range(len(scenes)), n)
-            row, lab = chat_example(processor, [scenes[i] for i in idx], rng, n_tok)
+            row, lab = chat_example(processor, [scenes[i] for i in idx], rng, n_tok, cfg.paraphrase_share)
             rows.append(row)
             labels.append(lab)
             pix.extend(idx)
@@ -233,9 +247,52 @@ def train_llava(clip: CLIPModel, cfg: GenerativeConfig, next_from=None, progress
             batch["pixel_values"] = px
         return batch
 
-    history = train_loop(model, trainable_params(model), batch_fn, cfg,
-                         "training tiny LLaVA-NeXT" if is_next else "training tiny LLaVA", progress)
+    history = []
+    if not is_next and cfg.lm_steps:
+        from .train_language import pretrain_language_model
+
+        history += pretrain_language_model(model.model.language_model, model.lm_head, processor, cfg, progress)
+    if not is_next and cfg.align_steps:
+        history += _align_projector(model, processor, scenes, pixels_u8, n_tok, cfg, progress)
+    stage2 = train_loop(model, trainable_params(model), batch_fn, cfg,
+                        "training tiny LLaVA-NeXT" if is_next else "training tiny LLaVA", progress)
+    history += [dict(h, stage="instruction tuning") for h in stage2]
     return model, processor, history
+
+
+def _align_projector(model, processor, scenes, pixels_u8, n_tok: int, cfg: GenerativeConfig, progress: bool) -> list[dict]:
+    """LLaVA's stage 1: only the projector learns, on "describe the image." -> caption, so that
+    the frozen language model can read the projected image tokens."""
+    import dataclasses
+
+    from ..generation import chat_prompt
+
+    tok = processor.tokenizer
+    rng = random.Random(cfg.seed + 2)
+    prompt = tok(chat_prompt(processor, [("describe the image.", None)])).input_ids
+    expanded = [t for p in prompt for t in ([p] * n_tok if p == IMAGE_TOKEN_ID else [p])]
+    projector = list(model.model.multi_modal_projector.parameters())
+    frozen = [p for p in model.parameters() if p.requires_grad and not any(p is q for q in projector)]
+    for p in frozen:
+        p.requires_grad_(False)
+
+    def batch_fn(step):
+        idx = rng.sample(range(len(scenes)), cfg.batch)
+        rows, labels = [], []
+        for i in idx:
+            answer = ids(tok, shapes.caption(scenes[i])) + [EOS_ID]
+            rows.append(expanded + answer)
+            labels.append([IGNORE] * len(expanded) + answer)
+        batch = pad_batch(rows, labels)
+        batch["pixel_values"] = to_pixels(pixels_u8[idx])
+        return batch
+
+    stage_cfg = dataclasses.replace(cfg, steps=cfg.align_steps, warmup=min(cfg.warmup, max(1, cfg.align_steps // 4)))
+    history = train_loop(model, projector, batch_fn, stage_cfg, "stage 1: aligning the projector", progress)
+    for p in frozen:
+        p.requires_grad_(True)
+    model.train()
+    return [dict(h, stage="projector alignment") for h in history]
 
 
 # ----------------------------------------------------------------------------- BLIP
@@ -250,7 +307,8 @@ def train_blip(clip: CLIPModel, kind: str, cfg: GenerativeConfig, vision_init: B
     processor = blip_processor()
     model.vision_model.load_state_dict(vision_init.state_dict())
     tok = processor.tokenizer
-    scenes, pixels_u8 = scene_pool("train", cfg.pool, cfg.seed, clip.config.vision_config.image_size, progress=progress)
+    scenes, pixels_u8 = scene_pool("train", cfg.pool, cfg.seed, clip.config.vision_config.image_size, progress=progress,
+                                   varied_share=cfg.varied_share)
     rng = random.Random(cfg.seed)
 
     def caption_batch(step):
@@ -269,7 +327,8 @@ def train_blip(clip: CLIPModel, kind: str, cfg: GenerativeConfig, vision_init: B
         idx = rng.sample(range(len(scenes)), cfg.batch)
         questions, answers = [], []
         for i in idx:
-            q, a, _ = sample_prompt(scenes[i], rng, describe_share=0.0)
+            q, a, _ = sample_prompt(scenes[i], rng, describe_share=0.0,
+                                    paraphrase=training_question(rng, cfg.paraphrase_share))
             questions.append([BOS_ID] + ids(tok, q) + [EOS_ID])
             answers.append([BOS_ID] + ids(tok, a) + [EOS_ID])
         batch = pad_batch(questions)
@@ -299,14 +358,16 @@ def train_qformer_model(clip: CLIPModel, kind: str, cfg: GenerativeConfig, visio
     model.vision_model.load_state_dict(vision_init.state_dict())
     freeze(model.vision_model)
     tok = processor.tokenizer
-    scenes, pixels_u8 = scene_pool("train", cfg.pool, cfg.seed, vc.image_size, progress=progress)
+    scenes, pixels_u8 = scene_pool("train", cfg.pool, cfg.seed, vc.image_size, progress=progress,
+                                   varied_share=cfg.varied_share)
     rng = random.Random(cfg.seed)
 
     def batch_fn(step):
         idx = rng.sample(range(len(scenes)), cfg.batch)
         rows, labels, instructions = [], [], []
         for i in idx:
-            question, answer, kind_ = sample_prompt(scenes[i], rng, describe_share=0.2)
+            question, answer, kind_ = sample_prompt(scenes[i], rng, describe_share=0.2,
+                                                    paraphrase=training_question(rng, cfg.paraphrase_share))
             if kind == "blip2":
                 prompt = "" if kind_ == "describe" else BLIP2_VQA_PROMPT.format(question)
             else:
