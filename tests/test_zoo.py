@@ -68,9 +68,10 @@ def test_evaluate_on_a_small_sample_is_well_above_chance(name):
 def test_check_targets_reports_misses():
     assert check_targets("clip", {k: 1.0 for k in TARGETS["clip"]}) == []
     misses = check_targets("clip", {"zero_shot_accuracy": 0.5})
-    assert len(misses) == len(TARGETS["clip"]) and "zero_shot_accuracy = 0.500 < 0.95" in misses[0]
+    assert len(misses) == len(TARGETS["clip"]) and "zero_shot_accuracy = 0.500 < 0.97" in misses[0]
 
 
+@pytest.mark.slow  # a fresh interpreter
 def test_evaluate_command_exit_code(subprocess_env):
     ok = subprocess.run([sys.executable, "-m", "vlmstudy", "zoo", "evaluate", "clip", "--n", "40", "--no-progress"],
                         env=subprocess_env, capture_output=True, text=True, timeout=300)
