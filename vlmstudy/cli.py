@@ -32,6 +32,7 @@ COMMAND_MODULES: list[str] = [
     "vlmstudy.inference_commands",  # vlmstudy describe / ask / chat / serve
     "vlmstudy.infer_command",   # vlmstudy infer (the fine-tuning guide's spelling)
     "vlmstudy.apps",            # vlmstudy demo (the widget demos as a Voila app)
+    "vlmstudy.apps.gradio",     # vlmstudy gradio (the ask-an-image app, Spaces-style)
     "vlmstudy.grading.commands",  # vlmstudy exercises build / grade / list
 ]
 
