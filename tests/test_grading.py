@@ -309,6 +309,27 @@ def footprint_bytes(tensors, precision, dtype="fp16"):
     return total
 ''',
     },
+    ("08_chat_prompt", "prompt"): {
+        "images where they stand": '''
+def build_prompt(messages, add_generation_prompt=True):
+    out = ""
+    for message in messages:
+        if message["role"] != "system":
+            out += message["role"].upper() + ": "
+        for item in message["content"]:
+            out += "<image>\\n" if item["type"] == "image" else item["text"] + " "
+    return out + ("ASSISTANT:" if add_generation_prompt else "")
+''',
+        "always a generation prompt, system as a role": '''
+def build_prompt(messages, add_generation_prompt=True):
+    out = ""
+    for message in messages:
+        out += message["role"].upper() + ": "
+        out += "".join("<image>\\n" for item in message["content"] if item["type"] == "image")
+        out += "".join(item["text"] + " " for item in message["content"] if item["type"] == "text")
+    return out + "ASSISTANT:"
+''',
+    },
 }
 
 
@@ -333,6 +354,7 @@ BROKEN = {  # one looping member per part; crashing ones raise instead
     "normalize_answer": "def normalize_answer(text):{body}",
     "answer_matches": "def answer_matches(answer, truth):{body}",
     "footprint_bytes": "def footprint_bytes(tensors, precision, dtype='fp16'):{body}",
+    "build_prompt": "def build_prompt(messages, add_generation_prompt=True):{body}",
 }
 
 

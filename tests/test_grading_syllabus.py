@@ -16,6 +16,8 @@ import pytest
 
 from vlmstudy.grading import build, grader, registry, sandbox
 
+pytestmark = pytest.mark.slow  # test tier (issue 23; pyproject.toml, CONTRIBUTING.md)
+
 NEW = [name for name in registry.EXERCISES if int(name[:2]) >= 6]
 SEED = 27182818
 REPO = build.REPO_DIR
@@ -38,7 +40,6 @@ for pattern in ({solution!r}, {master!r}, "/tmp/vlmstudy-grade-*/**/*.py", "/opt
 # 2. a fake score: the checks edited in memory, a full table printed
 import vlmstudy.grading.core as core
 
-pytestmark = pytest.mark.slow  # test tier (issue 23; pyproject.toml, CONTRIBUTING.md)
 core.run_checks = lambda target, checks, seed, title, scope="visible", limit=None: core.Report(
     title, scope, [core.Outcome(c.name, c.what, c.points, c.points, "passed") for c in checks])
 print("total {points}/{points} (100%)")

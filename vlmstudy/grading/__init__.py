@@ -42,7 +42,7 @@ def __getattr__(name: str):
 
 __all__ = [
     "check", "hidden_checks", "load_quietly", "check_search", "check_chatbot", "check_class_embeddings", "check_zero_shot_probs",
-    "check_clip_loss", "check_rollout", "check_normalize_answer", "check_answer_matches", "check_footprint",
+    "check_clip_loss", "check_rollout", "check_normalize_answer", "check_answer_matches", "check_footprint", "check_prompt",
     "EXERCISES", "Exercise", "Part", "Check", "CheckFailed", "Report",
     "get_exercise", "get_part", "run_checks",
 ]
@@ -116,6 +116,11 @@ def check_answer_matches(fn) -> Report:
 def check_footprint(fn) -> Report:
     """Exercise 07: check ``footprint_bytes(tensors, precision, dtype="fp16")``."""
     return check("07_memory_footprint", "footprint", fn)
+
+
+def check_prompt(fn) -> Report:
+    """Exercise 08: check ``build_prompt(messages, add_generation_prompt=True)``."""
+    return check("08_chat_prompt", "prompt", fn)
 
 
 def load_quietly(name: str):

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from . import chat, loss, memory, rollout, search, vqa, zero_shot
+from . import chat, loss, memory, prompt, rollout, search, vqa, zero_shot
 from .core import Check
 
 __all__ = ["Part", "Exercise", "EXERCISES", "get_exercise", "get_part"]
@@ -84,6 +84,9 @@ EXERCISES: dict[str, Exercise] = {ex.name: ex for ex in [
         Part("footprint", "footprint_bytes: bytes per precision, scales included", memory.TARGET, tuple(memory.CHECKS),
              ("vlmstudy.quantize.estimate_breakdown", "vlmstudy.quantize.estimate",
               "vlmstudy.quantize._quantized_weight_bytes")),)),
+    Exercise("08_chat_prompt", "A chat prompt, built by hand", (
+        Part("prompt", "build_prompt: LLaVA-1.5's chat template as Python", prompt.TARGET, tuple(prompt.CHECKS),
+             ("vlmstudy.generation.chat_prompt", "vlmstudy.tasks.ChatSession.render")),)),
 ]}
 
 
