@@ -147,3 +147,27 @@ def test_a_bad_upload_is_a_one_line_message_in_the_page(client, tmp_path):
         client.predict(handle_file(str(fake)), " ", "blip-vqa", api_name="/ask")
     with pytest.raises(AppError, match="Unknown model"):
         client.predict(handle_file(str(fake)), QUESTION, "../../etc/passwd", api_name="/ask")
+
+
+@needs_gradio
+@pytest.mark.slow
+def test_a_path_on_the_server_is_not_an_upload(app_url, tmp_path):
+    """A caller naming a file on the server instead of uploading one (raw HTTP: gradio_client would
+    upload it) is refused by Gradio before the app reads anything; an uploaded copy is answered."""
+    import httpx
+
+    secret = tmp_path / "secret.png"
+    shapes.make_scenes("test", 1, seed=0)[0].render().save(secret)
+
+    def call(file_data) -> str:
+        event = httpx.post(f"{app_url}gradio_api/call/ask", json={"data": [file_data, QUESTION, "blip-vqa"]},
+                           timeout=60).json()["event_id"]
+        return httpx.get(f"{app_url}gradio_api/call/ask/{event}", timeout=120).text
+
+    refused = call({"path": str(secret), "meta": {"_type": "gradio.FileData"}})
+    assert "event: error" in refused and "event: complete" not in refused, refused
+    with open(secret, "rb") as f:
+        uploaded = httpx.post(f"{app_url}gradio_api/upload", files={"files": ("secret.png", f, "image/png")},
+                              timeout=60).json()[0]
+    answered = call({"path": uploaded, "meta": {"_type": "gradio.FileData"}})
+    assert "event: complete" in answered, answered
