@@ -16,8 +16,9 @@ On Spaces, Gradio's ``GRADIO_SERVER_NAME`` / ``GRADIO_SERVER_PORT`` variables ch
 Uploads are untrusted. The app never writes them anywhere: it reads the bytes Gradio received
 and decodes them with :func:`vlmstudy.images.load_image_bytes` (formats recognised by content,
 byte, pixel and aspect-ratio limits), so a file that is not an image, or one too large, gets a
-one-line message in the page instead of a traceback. (Gradio itself keeps each upload in its own
-cache folder, under a folder named by the file's hash; this app adds nothing to that.) The event
+one-line message in the page instead of a traceback. (Gradio's own upload route keeps each upload
+in its cache, ``GRADIO_TEMP_DIR``, in a folder named by a hash, under the file name it sanitised;
+the app reads only files from there, Gradio refusing any other path, and writes nothing.) The event
 runs with ``preprocess=False`` so that Gradio does not decode the image first with its own,
 less careful, code.
 
