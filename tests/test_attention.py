@@ -1,5 +1,5 @@
 """vlmstudy.attention: cross-attention from scratch equals the library's layers, attention maps,
-rollout, relevancy and the pointing game."""
+rollout, relevancy; vlmstudy.pointing: the pointing game, its methods, table and command line."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import vlmstudy
-from vlmstudy import attention, plotting, shapes
+from vlmstudy import attention, plotting, pointing, shapes
 from vlmstudy.errors import ConfigError
 
 TOL = 1e-5
@@ -33,7 +33,7 @@ def llava():
 
 @pytest.fixture(scope="module")
 def scenes():
-    return attention.pointing_scenes(6, seed=0)
+    return pointing.pointing_scenes(6, seed=0)
 
 
 def _capture(module):
@@ -214,7 +214,7 @@ def test_llava_token_attention(llava, scenes):
 def test_llava_answer_relevancy(llava, scenes):
     model, processor = llava
     images = [s.render() for s in scenes[:2]]
-    questions = [attention.llava_question(s.objects[0]) for s in scenes[:2]]
+    questions = [pointing.llava_question(s.objects[0]) for s in scenes[:2]]
     record = {}
     maps = attention.llava_answer_relevancy(model, processor, images, questions,
                                             [s.objects[0].color for s in scenes[:2]], record=record)
@@ -232,23 +232,23 @@ def test_llava_answer_relevancy(llava, scenes):
 def test_dilate_and_chance(scenes):
     m = np.zeros((9, 9), bool)
     m[4, 4] = True
-    assert attention.dilate(m, 2).sum() == 25 and attention.dilate(m, 0).sum() == 1
+    assert pointing.dilate(m, 2).sum() == 25 and pointing.dilate(m, 0).sum() == 1
     masks = shapes.masks(scenes[0])
-    assert attention.dilate(masks, 1).shape == masks.shape
+    assert pointing.dilate(masks, 1).shape == masks.shape
     trials = sum(len(s.objects) for s in scenes)
-    expected = np.mean([attention.dilate(shapes.masks(s)[i], 2).mean() for s in scenes for i in range(len(s.objects))])
-    assert attention.chance_level(scenes) == pytest.approx(expected)
+    expected = np.mean([pointing.dilate(shapes.masks(s)[i], 2).mean() for s in scenes for i in range(len(s.objects))])
+    assert pointing.chance_level(scenes) == pytest.approx(expected)
     assert 0 < expected < 0.2 and trials >= 2 * len(scenes)
 
 
 def test_pointing_scenes_have_two_or_three_objects():
-    sc = attention.pointing_scenes(30, seed=1)
+    sc = pointing.pointing_scenes(30, seed=1)
     assert len(sc) == 30 and all(2 <= len(s.objects) <= 3 for s in sc)
-    assert [s.to_dict() for s in sc] == [s.to_dict() for s in attention.pointing_scenes(30, seed=1)]
+    assert [s.to_dict() for s in sc] == [s.to_dict() for s in pointing.pointing_scenes(30, seed=1)]
 
 
 def test_pointing_game_oracle_scores_100_and_wrong_object_0(scenes):
-    oracle = attention.pointing_game(attention.oracle_method, scenes, name="oracle")
+    oracle = pointing.pointing_game(pointing.oracle_method, scenes, name="oracle")
     assert oracle.accuracy == 1.0 and oracle.trials == sum(len(s.objects) for s in scenes)
     assert 0 < oracle.chance < 0.2
 
@@ -264,46 +264,46 @@ def test_pointing_game_oracle_scores_100_and_wrong_object_0(scenes):
         m[:, 0, 0] = 1.0
         return m
 
-    assert attention.pointing_game(other_object, scenes).accuracy == 0.0
+    assert pointing.pointing_game(other_object, scenes).accuracy == 0.0
     # the fixed centre map hits exactly the centre objects
-    centre = attention.pointing_game(attention.centre_method, scenes)
+    centre = pointing.pointing_game(pointing.centre_method, scenes)
     assert centre.hits == sum(o.position == "centre" for s in scenes for o in s.objects)
-    assert attention.pointing_game(corner, scenes).accuracy == 0.0
+    assert pointing.pointing_game(corner, scenes).accuracy == 0.0
     row = oracle.as_row()
     assert row["hits"] == row["trials"] and row["ci95"][1] == 1.0
     with pytest.raises(ConfigError, match="one map per trial"):
-        attention.pointing_game(lambda sc, t: np.zeros((1, 8, 8)), scenes, batch_size=4)
+        pointing.pointing_game(lambda sc, t: np.zeros((1, 8, 8)), scenes, batch_size=4)
 
 
 def test_clip_relevancy_beats_chance_and_text_blind_baselines(clip):
     model, processor = clip
-    sc = attention.pointing_scenes(20, seed=3)
-    rel = attention.pointing_game(attention.clip_relevancy_method(model, processor), sc)
-    rollout = attention.pointing_game(attention.clip_rollout_method(model, processor), sc)
+    sc = pointing.pointing_scenes(20, seed=3)
+    rel = pointing.pointing_game(pointing.clip_relevancy_method(model, processor), sc)
+    rollout = pointing.pointing_game(pointing.clip_rollout_method(model, processor), sc)
     assert rel.trials == rollout.trials >= 40
     assert rel.accuracy > 3 * rel.chance and rel.accuracy >= 0.6, rel
     assert rel.accuracy > rollout.accuracy
 
 
 def test_pointing_game_table_and_cli(tmp_path, clip, blip, llava, load_script, restore_threads):
-    rows = attention.pointing_game_table(n=3, seed=0, models={"clip": clip, "blip-caption": blip, "llava": llava})
-    assert [r["method"] for r in rows[:-1]] == list(attention.METHODS) and rows[-1]["method"].startswith("chance")
+    rows = pointing.pointing_game_table(n=3, seed=0, models={"clip": clip, "blip-caption": blip, "llava": llava})
+    assert [r["method"] for r in rows[:-1]] == list(pointing.METHODS) and rows[-1]["method"].startswith("chance")
     assert all(r["trials"] == rows[0]["trials"] for r in rows)
     llava_rows = [r for r in rows if r.get("model") == "llava"]
     assert len(llava_rows) == 2 and all(0 <= r["answer_accuracy"] <= 1 for r in llava_rows)
-    assert "| chance" in attention.format_table(rows)
+    assert "| chance" in pointing.format_table(rows)
     fig = plotting.pointing_bars(rows, title="pointing game")
     assert len(fig.axes[0].patches) == len(rows) - 1
     with pytest.raises(ConfigError, match="unknown method"):
-        attention.pointing_game_table(n=2, methods=["telepathy"])
-    # the benchmark script (same as python -m vlmstudy.attention --pointing-game)
+        pointing.pointing_game_table(n=2, methods=["telepathy"])
+    # the benchmark script (same as python -m vlmstudy.pointing)
     bench = load_script("benchmarks/bench_pointing_game.py")
     out = tmp_path / "pg.json"
     assert bench.main(["--n", "2", "--out", str(out), "--threads", "1"]) == 0
     data = json.loads(out.read_text())
     assert data["config"]["n_scenes"] == 2 and data["config"]["tolerance_px"] == 2
     assert data["command"] == "python benchmarks/bench_pointing_game.py --n 2 --seed 0"
-    assert len(data["rows"]) == len(attention.METHODS) + 1 and set(data["models"]) == {"clip", "blip-caption", "llava"}
+    assert len(data["rows"]) == len(pointing.METHODS) + 1 and set(data["models"]) == {"clip", "blip-caption", "llava"}
 
 
 def test_heatmap_grid(scenes):

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Sequence
 
 from . import shapes
-from .errors import ConfigError
+from .errors import ConfigError, check_positive_int
 
 __all__ = ["ChecklistPrompt", "PROMPTS", "DEFAULT_MODELS", "Result", "Checklist", "Failure", "run_checklist",
            "hypothesis", "find_failures", "retest_alone", "grid_figure", "failure_figure", "report_html", "save_report",
@@ -175,8 +175,7 @@ def run_checklist(models: Sequence[str] = DEFAULT_MODELS, n_images: int = 10,
                   batch_size: int = 32, progress: bool = True) -> Checklist:
     """Ask every model every prompt about ``n_images`` scenes of ``split`` (greedy decoding:
     the same answers every run). Returns the :class:`Checklist`."""
-    if not isinstance(n_images, int) or n_images < 1:
-        raise ConfigError(f"n_images must be a positive integer (got {n_images!r}).")
+    check_positive_int(n_images, "n_images")
     if not models or not prompts:
         raise ConfigError("run_checklist needs at least one model and one prompt.")
     if split not in shapes.SPLITS:
@@ -293,8 +292,7 @@ def find_failures(run: Checklist, n: int = 5, max_extra_images: int = 200, chunk
     ``n`` kinds of them, the same models and prompts are asked about further scenes (``chunk`` at
     a time, at most ``max_extra_images``). Fewer than ``n`` come back only when the models are
     right on all of those; ``run.results`` is not changed."""
-    if not isinstance(n, int) or n < 1:
-        raise ConfigError(f"n must be a positive integer (got {n!r}).")
+    check_positive_int(n, "n")
     failures = [_failure(r) for r in run.failures()]
     extra_seed, searched = run.seed + 1_000, 0
     while len(failures) < n and searched < max_extra_images:

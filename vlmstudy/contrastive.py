@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .images import load_image
+from .torch_utils import model_device_dtype, move_batch
 
 
 def is_siglip(model) -> bool:
@@ -44,8 +45,7 @@ def text_inputs(processor, texts: Sequence[str], model) -> dict:
 def embed_images(model, processor, images: Sequence, batch_size: int = 64, normalize: bool = True,
                  progress: bool = True) -> torch.Tensor:
     """Image embeddings ``(N, D)``, computed in batches (one forward pass per batch, not per image)."""
-    device = next(model.parameters()).device
-    dtype = next(model.parameters()).dtype
+    device, dtype = model_device_dtype(model)
     out = []
     for chunk in _batches(list(images), batch_size, progress, "embedding images"):
         pixels = processor(images=[load_image(im) for im in chunk], return_tensors="pt")["pixel_values"]
@@ -58,10 +58,10 @@ def embed_images(model, processor, images: Sequence, batch_size: int = 64, norma
 def embed_texts(model, processor, texts: Sequence[str], batch_size: int = 256, normalize: bool = True,
                 progress: bool = True) -> torch.Tensor:
     """Text embeddings ``(M, D)``."""
-    device = next(model.parameters()).device
+    device, _ = model_device_dtype(model)
     out = []
     for chunk in _batches(list(texts), batch_size, progress, "embedding texts"):
-        enc = {k: v.to(device) for k, v in text_inputs(processor, chunk, model).items()}
+        enc = move_batch(text_inputs(processor, chunk, model), device)
         out.append(_features(model.get_text_features(**enc)).float())
     emb = torch.cat(out).cpu()
     return F.normalize(emb, dim=-1) if normalize else emb
@@ -133,10 +133,8 @@ def pair_inputs(model, processor, images: Sequence, texts: Sequence[str]) -> dic
     """Inputs for ``model(**inputs)`` on matching (image, text) pairs, on the model's device:
     ``pixel_values`` plus the text tokenised as the model was trained (see :func:`text_inputs`).
     With ``return_loss=True`` the model then computes its own contrastive loss over the batch."""
-    p = next(model.parameters())
     pixels = processor(images=[load_image(im) for im in images], return_tensors="pt")["pixel_values"]
-    enc = {k: v.to(p.device) for k, v in text_inputs(processor, texts, model).items()}
-    return {**enc, "pixel_values": pixels.to(p.device, p.dtype)}
+    return move_batch({**text_inputs(processor, texts, model), "pixel_values": pixels}, *model_device_dtype(model))
 
 
 # ----------------------------------------------------------------------------- zero-shot accuracy

@@ -46,5 +46,17 @@ class ConfigError(VlmStudyError, ValueError):
     """A configuration value that is missing or not allowed."""
 
 
+class PlotError(VlmStudyError, ValueError):
+    """Data a plotting function cannot draw (wrong length, shape or values); the message says which."""
+
+
 class CheckpointError(VlmStudyError):
     """A fine-tuning checkpoint that is damaged, incomplete or not in the course's format."""
+
+
+def check_positive_int(value, name: str, error: type[VlmStudyError] = ConfigError) -> int:
+    """``value`` when it is an ``int`` of at least 1; otherwise ``error`` (a :class:`ConfigError`
+    by default) saying ``"<name> must be a positive integer (got <value>)."``."""
+    if not isinstance(value, int) or value < 1:
+        raise error(f"{name} must be a positive integer (got {value!r}).")
+    return value

@@ -22,8 +22,10 @@ from typing import Sequence
 
 import torch
 
-from .errors import ConfigError
+from .errors import ConfigError, check_positive_int
 from .images import load_image
+# to_model is this module's name for it too (notebooks: from vlmstudy.generation import to_model)
+from .torch_utils import left_padding, model_device_dtype, to_model  # noqa: F401
 
 #: transformers class name -> course family
 FAMILIES = {
@@ -238,29 +240,12 @@ def context_length(model, processor=None) -> int:
     return min(limits)
 
 
-def _device_dtype(model):
-    p = next(model.parameters())
-    return p.device, (p.dtype if p.dtype.is_floating_point else torch.float32)
-
-
-def to_model(model, batch) -> dict:
-    """A processor's output (a dict or ``BatchEncoding`` of tensors) ready for ``model``: every
-    tensor on the model's device, floating ones (``pixel_values``) in its dtype, token ids and
-    masks keeping theirs. Other values pass through. Use it whenever a processor's output goes
-    into a model yourself: the processor always returns CPU tensors, the model may be on a GPU
-    in fp16."""
-    device, dtype = _device_dtype(model)
-    return {k: (v.to(device, dtype) if v.is_floating_point() else v.to(device)) if isinstance(v, torch.Tensor) else v
-            for k, v in dict(batch).items()}
-
-
 def _check_inputs(fam: str, processor, images: Sequence, prompts: Sequence, images_per_prompt: int) -> None:
     if fam not in GENERATIVE_FAMILIES:
         raise ConfigError(f"{fam} is not a generative model: it embeds images and texts but writes no text. "
                           "Use vlmstudy.contrastive for it, or a generative model (blip-caption, blip-vqa, blip2, "
                           "instructblip, llava, llava-next).")
-    if not isinstance(images_per_prompt, int) or images_per_prompt < 1:
-        raise ConfigError(f"images_per_prompt must be a positive integer (got {images_per_prompt!r}).")
+    check_positive_int(images_per_prompt, "images_per_prompt")
     if len(prompts) == 0:
         raise ConfigError("generate_text needs at least one prompt.")
     if len(images) != len(prompts) * images_per_prompt:
@@ -292,18 +277,14 @@ def generate_text(model, processor, images: Sequence, prompts: Sequence[str | No
     settings = generation_settings(**generation)
     _check_inputs(fam, processor, images, prompts, images_per_prompt)
     images = [load_image(im) for im in images]
-    device = _device_dtype(model)[0]
+    device = model_device_dtype(model)[0]
     tok = processor.tokenizer
     if fam in ("blip-caption",) and all(p is None for p in prompts):
         enc = processor(images=images, return_tensors="pt")
     else:
         texts = [p or "" for p in prompts]
-        old_side = tok.padding_side
-        tok.padding_side = "left" if fam not in ("blip-caption", "blip-vqa") else "right"
-        try:
+        with left_padding(tok, "left" if fam not in ("blip-caption", "blip-vqa") else "right"):
             enc = processor(images=images, text=texts, padding=True, return_tensors="pt")
-        finally:
-            tok.padding_side = old_side
     enc = to_model(model, enc)
     with _seeded(settings.seed if settings.do_sample else None, device):
         out = model.generate(**enc, **settings.generate_kwargs())

@@ -40,6 +40,7 @@ from .errors import (
     ModelUnavailableError,
     NotAnImageError,
     VlmStudyError,
+    check_positive_int,
 )
 from .tasks import ContextLengthError
 from .images import UPLOAD_FORMATS, load_image_bytes
@@ -272,8 +273,7 @@ def create_app(inference: Inference | None = None, *, model=None, max_upload_byt
     loaded here, once. max_upload_bytes / max_pixels: the largest image file and picture accepted."""
     from .settings import get_device, get_mode
 
-    if not isinstance(max_upload_bytes, int) or max_upload_bytes < 1:
-        raise ConfigError(f"max_upload_bytes must be a positive integer (got {max_upload_bytes!r}).")
+    check_positive_int(max_upload_bytes, "max_upload_bytes")
     inference = (inference or Inference(model=model)).load("describe", "ask")
     serving = {"describe": inference.model_name("describe"), "vqa": inference.model_name("ask")}
     app = FastAPI(title="vlmstudy", version=__version__,

@@ -23,7 +23,7 @@ import contextlib
 import warnings
 from typing import Sequence
 
-from .errors import ConfigError
+from .errors import ConfigError, check_positive_int
 from .generation import (
     CHAT_FAMILIES,
     PRESETS,
@@ -176,8 +176,7 @@ def _user_text(value, what: str, processor) -> str:
 def _batches(n: int, batch_size: int, progress: bool, desc: str):
     from tqdm.auto import tqdm
 
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ConfigError(f"batch_size must be a positive integer (got {batch_size!r}).")
+    check_positive_int(batch_size, "batch_size")
     bar = tqdm(total=n, desc=desc, leave=False, disable=not progress)
     try:
         for start in range(0, n, batch_size):

@@ -43,7 +43,7 @@ from typing import Callable, Sequence
 import ipywidgets as W
 
 from . import shapes
-from .errors import ConfigError, ImageError, VlmStudyError
+from .errors import ConfigError, ImageError, VlmStudyError, check_positive_int
 from .images import UPLOAD_FORMATS, load_image, load_image_bytes
 from .plotting import figure_png, image_png, offscreen
 
@@ -352,8 +352,7 @@ class SearchGallery(_Demo):
 
     def __init__(self, model: str = "clip", n_images: int = 200, query: str = "a red circle on the left",
                  k: int = 5, seed: int = 3, run: bool = True):
-        if not isinstance(n_images, int) or n_images < 1:
-            raise ConfigError(f"n_images must be a positive integer (got {n_images!r}).")
+        check_positive_int(n_images, "n_images")
         self.model_name = model
         self.scenes = shapes.make_scenes("test", n_images, seed=seed)
         self.index = None

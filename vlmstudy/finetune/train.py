@@ -39,6 +39,7 @@ from ..data import Example, load_dataset, to_examples
 from ..errors import CheckpointError, ConfigError, DataFormatError
 from ..generation import context_length, family, generate_text
 from ..settings import seed_everything
+from ..torch_utils import model_device_dtype, move_batch
 from . import checkpoint as ckpt
 from .callbacks import default_callbacks
 from .collate import TRAINABLE_FAMILIES, Collator, EncodedDataset, prompt_text
@@ -141,15 +142,11 @@ def lr_lambda(kind: str, warmup: int, total: int):
     return f
 
 
-def to_device(batch: dict, device, dtype) -> dict:
-    return {k: (v.to(device, dtype) if v.is_floating_point() else v.to(device)) for k, v in batch.items()}
-
-
 def _model_device_dtype(model):
-    for p in model.parameters():
-        if p.dtype.is_floating_point:
-            return p.device, (p.dtype if p.dtype in (torch.float16, torch.bfloat16, torch.float32) else torch.float32)
-    return torch.device("cpu"), torch.float32  # pragma: no cover
+    """Where batches go, and the dtype of their floating tensors (fp16 / bf16 / fp32; another
+    floating dtype trains its inputs in fp32)."""
+    device, dtype = model_device_dtype(model)
+    return device, (dtype if dtype in (torch.float16, torch.bfloat16, torch.float32) else torch.float32)
 
 
 # ----------------------------------------------------------------------------- evaluation
@@ -179,7 +176,7 @@ def evaluate(model, processor, examples: Sequence[Example], batch_size: int = 16
             for start in range(0, len(examples), batch_size):
                 items = [ds[i] for i in range(start, min(start + batch_size, len(examples)))]
                 n = sum(e.n_supervised for e in items)
-                total += float(model(**to_device(collate(items), device, dtype)).loss) * n
+                total += float(model(**move_batch(collate(items), device, dtype)).loss) * n
                 weight += n
             out["eval_loss"] = total / max(weight, 1)
         if accuracy and examples:
@@ -428,7 +425,7 @@ class Trainer:
         mine = distributed.shard(indices, self.rank, self.world)
         items = [self.train_ds[i] for i in (mine or indices[:1])]   # an empty slice still joins the all-reduce
         n_mine = sum(e.n_supervised for e in items) if mine else 0
-        batch = to_device(self.collate(items), device, dtype)
+        batch = move_batch(self.collate(items), device, dtype)
         with self.accelerator.autocast():
             loss = self.engine(**batch).loss
         if self.world == 1:
