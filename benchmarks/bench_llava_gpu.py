@@ -201,7 +201,8 @@ def run(args) -> dict:
     from transformers import LlavaForConditionalGeneration
 
     import vlmstudy
-    from vlmstudy.quantize import machine_info, preset
+    from vlmstudy.benchmarking import machine_info
+    from vlmstudy.quantize import preset
     from vlmstudy.zoo.table import real_config
 
     if args.threads:

@@ -4,7 +4,7 @@
 For each model (default: the tiny CLIP and the tiny LLaVA) and each precision in
 ``vlmstudy.quantize.CPU_PRECISIONS`` (fp32, bf16, bitsandbytes int8 / nf4 / nf4 + double quant,
 PyTorch dynamic int8), in one process, one after the other, through
-``vlmstudy.quantize.compare_precisions`` (the same function notebook 10 calls):
+``vlmstudy.precision_benchmark.compare_precisions`` (the same function notebook 10 calls):
 
 * **footprint**: ``vlmstudy.quantize.footprint`` right after loading (parameters + buffers +
   bitsandbytes' block scales; ``get_memory_footprint()`` is stored too);
@@ -66,7 +66,9 @@ def main(argv=None) -> int:
     import torch
 
     import vlmstudy
-    from vlmstudy.quantize import check_precision, compare_precisions, format_rows, machine_info
+    from vlmstudy.benchmarking import machine_info
+    from vlmstudy.precision_benchmark import compare_precisions, format_rows
+    from vlmstudy.quantize import check_precision
 
     precisions = [check_precision(p) for p in args.precisions]
     torch.set_num_threads(args.threads)

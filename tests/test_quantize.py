@@ -11,7 +11,8 @@ import pytest
 import torch
 
 import vlmstudy
-from vlmstudy import quantize
+from vlmstudy import precision_benchmark, quantize
+from vlmstudy.zoo import loading
 from vlmstudy.errors import ConfigError
 
 BNB = importlib.util.find_spec("bitsandbytes") is not None
@@ -217,7 +218,7 @@ def test_fallback_to_dynamic_int8_when_bitsandbytes_is_unusable(monkeypatch, cap
     assert model.vlmstudy_precision.startswith("dynamic-int8 (fallback for nf4")
     assert "not usable here" in capsys.readouterr().out
     with pytest.raises(ConfigError, match="cannot load"):
-        quantize.load_quantized("clip", "nf4", device="cuda")
+        loading.load_quantized("clip", "nf4", device="cuda")
 
 
 def test_footprint_of_an_unquantized_model_is_get_memory_footprint():
@@ -236,21 +237,21 @@ def test_footprint_counts_tied_weights_once():
 
 @needs_bnb
 def test_compare_precisions_rows_and_ratios(monkeypatch):
-    original = quantize.measure_precision
+    original = precision_benchmark.measure_precision
 
     def fake(name, precision, **kw):
         if precision == "bf16":
-            raise quantize.PrecisionUnavailable("not here")
+            raise precision_benchmark.PrecisionUnavailable("not here")
         return original(name, precision, **kw)
 
-    monkeypatch.setattr(quantize, "measure_precision", fake)
-    rows = quantize.compare_precisions("clip", ["fp32", "bf16", "nf4"], n=8, batch_size=4, repeats=1, threads=1,
+    monkeypatch.setattr(precision_benchmark, "measure_precision", fake)
+    rows = precision_benchmark.compare_precisions("clip", ["fp32", "bf16", "nf4"], n=8, batch_size=4, repeats=1, threads=1,
                                        progress=False)
     assert [r["precision"] for r in rows] == ["fp32", "bf16", "nf4"]
     assert rows[1]["error"] == "not here"
     assert rows[0]["size_ratio"] == 1 and rows[2]["size_ratio"] < 0.35
     assert 0 <= rows[2]["accuracy"] <= 1 and rows[2]["latency_ms"] > 0
-    text = quantize.format_rows(rows)
+    text = precision_benchmark.format_rows(rows)
     assert "unavailable: not here" in text and "nf4" in text
 
 
@@ -264,17 +265,17 @@ def test_bytes_per_parameter_table():
 
 
 def test_gpu_results_fall_back_to_the_labelled_reference(tmp_path):
-    ref = quantize.gpu_results(tmp_path / "absent.json")
+    ref = precision_benchmark.gpu_results(tmp_path / "absent.json")
     assert ref["source"] == "reference measurements (anchors.md, H100), not measured by this repo"
     assert {r["precision"] for r in ref["rows"]} == {"fp16", "int8", "nf4-dq"}
     assert ref["rows"][0]["memory_footprint_gb"] == 14.13
     small = tmp_path / "small.json"
     small.write_text(json.dumps({"config": {"small": True}, "device_type": "cpu", "rows": []}))
-    assert quantize.gpu_results(small)["source"].startswith("reference")  # a CPU --small run never stands in
+    assert precision_benchmark.gpu_results(small)["source"].startswith("reference")  # a CPU --small run never stands in
     measured = tmp_path / "gpu.json"
     measured.write_text(json.dumps({"config": {"small": False}, "device_type": "cuda", "device": "NVIDIA X",
                                     "date": "2030-01-01", "rows": [{"precision": "fp16"}]}))
-    got = quantize.gpu_results(measured)
+    got = precision_benchmark.gpu_results(measured)
     assert got["source"].startswith("measured by benchmarks/bench_llava_gpu.py on NVIDIA X")
 
 
@@ -296,7 +297,7 @@ def test_quantization_plots():
     assert plotting.estimate_bars(table, precisions=("fp16", "nf4-dq")) is not None
     with pytest.raises(ValueError, match="int8"):
         plotting.estimate_bars(table, precisions=("fp16", "int8"))
-    assert len(plotting.gpu_bars(quantize.gpu_results(Path("/nonexistent.json"))).axes) == 2
+    assert len(plotting.gpu_bars(precision_benchmark.gpu_results(Path("/nonexistent.json"))).axes) == 2
 
 
 # ---------------------------------------------------------------------------------- benchmarks
@@ -336,7 +337,7 @@ def test_gpu_bench_small_runs_on_cpu(tmp_path, restore_threads, load_script, cap
     static = data["static_cache"]
     assert static["identical_greedy"] is True and static["compiled"] is False  # no auto-compile on a CPU
     # a CPU --small run never stands in for the GPU table
-    assert quantize.gpu_results(out)["source"].startswith("reference")
+    assert precision_benchmark.gpu_results(out)["source"].startswith("reference")
     assert "tok/s" in capsys.readouterr().out
 
 

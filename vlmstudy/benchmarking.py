@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import platform
 
 
 def busy_warning(threads: int, consequence: str = "these timings are not representative") -> list[float]:
@@ -37,3 +38,28 @@ def llava_image_tokens(config) -> int:
     """Image tokens per image of a LLaVA config: patches, plus CLS only with the "full" strategy."""
     v = config.vision_config
     return (v.image_size // v.patch_size) ** 2 + (1 if config.vision_feature_select_strategy == "full" else 0)
+
+
+def machine_info() -> dict:
+    """CPU, load average and library versions, stored with every measurement."""
+    import torch
+    import transformers
+
+    from .quantize import bitsandbytes_status
+
+    info = {
+        "platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        "python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__,
+    }
+    ok, message = bitsandbytes_status()
+    info["bitsandbytes"] = message.split(" ", 1)[1] if ok else message
+    try:
+        with open("/proc/cpuinfo") as fh:
+            info["cpu_model"] = next((ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name")), None)
+    except OSError:
+        info["cpu_model"] = None
+    return info

@@ -4,9 +4,9 @@ Three questions, one function each:
 
 * **How do I load a model at a lower precision?** :func:`preset` turns a precision name into the
   ``from_pretrained`` keyword arguments (``dtype``, ``quantization_config``, ``device_map``);
-  ``vlmstudy.load(name, quantization="nf4")`` uses it. Where bitsandbytes is missing or fails,
-  :func:`load_quantized` says so and falls back to PyTorch's dynamic int8 (:func:`dynamic_int8`),
-  labelled as such on the model (``model.vlmstudy_precision``).
+  ``vlmstudy.load(name, quantization="nf4")`` uses it (:func:`vlmstudy.zoo.loading.load_quantized`:
+  where bitsandbytes is missing or fails, it says so and falls back to PyTorch's dynamic int8,
+  :func:`dynamic_int8`, labelled as such on the model, ``model.vlmstudy_precision``).
 * **How many bytes does this model take?** :func:`footprint` counts parameters, buffers *and* the
   block scales bitsandbytes keeps beside its packed weights (``get_memory_footprint()`` misses
   those; it also misses PyTorch's packed dynamic-int8 weights entirely).
@@ -41,19 +41,14 @@ norms, convolutions (the patch embedding), position embeddings and biases stay u
 from __future__ import annotations
 
 import contextlib
-import json
 import math
-import os
-import platform
-import statistics
-import time
 import warnings
-from pathlib import Path
 from typing import Iterable, Sequence
 
 import torch
 
-from .errors import ConfigError, VlmStudyError
+from .errors import ConfigError
+from .torch_utils import model_device_dtype
 
 #: The precisions :func:`preset` knows; ``int8`` / ``nf4`` / ``nf4-dq`` need bitsandbytes.
 PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "bf16", "int8", "nf4", "nf4-dq")
@@ -61,7 +56,7 @@ PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "bf16", "int8", "nf4", "nf4-dq")
 DYNAMIC_INT8 = "dynamic-int8"
 #: Quantized (bitsandbytes) precisions.
 BNB_PRECISIONS: tuple[str, ...] = ("int8", "nf4", "nf4-dq")
-#: What a CPU can run: the list :func:`compare_precisions` and the CPU benchmark use by default.
+#: What a CPU can run: the list :func:`vlmstudy.precision_benchmark.compare_precisions` and the CPU benchmark use by default.
 CPU_PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "int8", "nf4", "nf4-dq", DYNAMIC_INT8)
 
 _FLOAT_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -189,7 +184,7 @@ def dynamic_int8(model: torch.nn.Module) -> torch.nn.Module:
     ships with torch 2.13; it needs no extra package, which is why it is the fallback here. Works in
     place on a CPU model and returns it, labelled ``model.vlmstudy_precision = "dynamic-int8"``.
     """
-    if next(model.parameters()).device.type != "cpu":
+    if model_device_dtype(model)[0].type != "cpu":
         raise ConfigError("dynamic int8 quantization runs on the CPU only: move the model with model.to('cpu') first.")
     engine = _dynamic_int8_engine()
     if engine is None:
@@ -203,58 +198,6 @@ def dynamic_int8(model: torch.nn.Module) -> torch.nn.Module:
         model = quantize_dynamic(model.float(), {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
     model.vlmstudy_precision = DYNAMIC_INT8
     return model
-
-
-def load_quantized(name: str, precision: str, mode: str | None = None, device: str | None = None,
-                   dtype: torch.dtype | str | None = None, **model_kwargs):
-    """``(model, processor)`` at ``precision``: what ``vlmstudy.load(name, quantization=...)`` calls.
-
-    bitsandbytes precisions fall back to :func:`dynamic_int8` on the CPU, with a printed note,
-    when bitsandbytes is missing or fails on this platform; ``model.vlmstudy_precision`` says what
-    was loaded (``"nf4"``, ``"dynamic-int8 (fallback for nf4: ...)"``).
-    """
-    from .zoo.loading import load
-
-    precision = check_precision(precision)
-    device = device or _device_or_default()
-    if precision == DYNAMIC_INT8:
-        model, processor = load(name, mode=mode, device="cpu", dtype=torch.float32, **model_kwargs)
-        return dynamic_int8(model), processor
-    kwargs = preset(precision, device)
-    if dtype is not None:  # an explicit dtype wins: unquantized layers (and 4-bit compute) use it
-        dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
-        kwargs["dtype"] = dtype
-        if precision in ("nf4", "nf4-dq"):
-            kwargs["quantization_config"].bnb_4bit_compute_dtype = dtype
-    kwargs.update(model_kwargs)
-    dtype = kwargs.pop("dtype")
-    reason = None
-    if precision in BNB_PRECISIONS:
-        ok, message = bitsandbytes_status()
-        if not ok:
-            reason = message
-    if reason is None:
-        try:
-            with _quiet_stderr_logging(), _quiet_transformers():
-                model, processor = load(name, mode=mode, device=device, dtype=dtype, **kwargs)
-            if precision == "int8":
-                _silence_int8_cast_note()
-            model.vlmstudy_precision = precision
-            return model, processor
-        except VlmStudyError:  # a missing model or a bad setting: not bitsandbytes' fault
-            raise
-        except (ImportError, RuntimeError, NotImplementedError, ValueError, OSError) as err:
-            if precision not in BNB_PRECISIONS:
-                raise
-            reason = f"bitsandbytes failed on this platform ({type(err).__name__}: {str(err).strip()[:160]})"
-    if _device_type(device) != "cpu" or _dynamic_int8_engine() is None:
-        raise ConfigError(f"cannot load {name!r} at {precision}: {reason}. Install a bitsandbytes build for this "
-                          f"platform (pip install -U bitsandbytes) or use fp16 / bf16.")
-    print(f"NOTE: {reason}; loading {name!r} with PyTorch dynamic int8 instead (labelled 'dynamic-int8').")
-    model, processor = load(name, mode=mode, device="cpu", dtype=torch.float32)
-    model = dynamic_int8(model)
-    model.vlmstudy_precision = f"{DYNAMIC_INT8} (fallback for {precision}: {reason})"
-    return model, processor
 
 
 class _DropInt8CastNote:
@@ -271,12 +214,6 @@ def _silence_int8_cast_note() -> None:
     logger = logging.getLogger("bitsandbytes.autograd._functions")
     if not any(isinstance(f, _DropInt8CastNote) for f in logger.filters):
         logger.addFilter(_DropInt8CastNote())
-
-
-def _device_or_default() -> str:
-    from . import settings
-
-    return settings.get_device()
 
 
 @contextlib.contextmanager
@@ -355,7 +292,7 @@ def footprint(model: torch.nn.Module) -> int:
     undone** (the 8-bit absmax values are dequantized), so after a forward pass nf4 and nf4-dq
     take the same memory (4.25 bits per weight). That repacking also needs ``in_features`` to be a
     multiple of 64 (otherwise the first call fails with a reshape error). Measure right after
-    loading to see the stored format, as :func:`measure_precision` does.
+    loading to see the stored format, as :func:`vlmstudy.precision_benchmark.measure_precision` does.
     """
     return footprint_breakdown(model)["total"]
 
@@ -385,8 +322,7 @@ def _build_meta_model(name_or_config, dtype: torch.dtype):
     import transformers
 
     from .errors import UnknownModelError
-    from .zoo.registry import get_card
-    from .zoo.table import real_config
+    from .zoo.registry import get_card, real_config
 
     if isinstance(name_or_config, transformers.PretrainedConfig):
         config, label = name_or_config, getattr(name_or_config, "model_type", "config")
@@ -402,7 +338,7 @@ def _build_meta_model(name_or_config, dtype: torch.dtype):
             label = card.hub_id
         else:
             try:
-                from .zoo.hub_guard import fetch_config
+                from .zoo.hub_network import fetch_config
 
                 config = fetch_config(label)  # config.json only (a few KB), under the Hub deadline
             except (OSError, ValueError) as err:
@@ -596,261 +532,3 @@ def bytes_per_parameter_table() -> list[dict]:
     }
     return [{"precision": p, "bits": BITS_PER_WEIGHT[p], "bytes": BITS_PER_WEIGHT[p] / 8,
              "vs_fp16": BITS_PER_WEIGHT[p] / 16, "note": notes[p]} for p in PRECISIONS + (DYNAMIC_INT8,)]
-
-
-# --------------------------------------------------------------------------------------------
-# measuring the stand-ins at each precision (the notebook and benchmarks/bench_quantization.py)
-
-
-def _median_ms(fn, repeats: int, warmup: int = 1) -> tuple[float, list[float]]:
-    for _ in range(warmup):
-        fn()
-    runs = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        runs.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(runs), runs
-
-
-def _contrastive_task(model, processor, n: int, batch_size: int, seed: int):
-    from . import shapes
-    from .zoo.evaluate import evaluate_contrastive
-
-    images = [s.render() for s in shapes.make_scenes("test", batch_size, seed=seed + 100, n_objects=1)]
-    pixels = processor(images=images, return_tensors="pt")["pixel_values"]
-
-    @torch.no_grad()
-    def batch():
-        model.get_image_features(pixel_values=pixels)
-
-    def accuracy():
-        metrics = evaluate_contrastive(model, processor, n=n, seed=seed, progress=False)
-        return metrics["zero_shot_accuracy"], "zero_shot_accuracy", metrics
-
-    return batch, accuracy, f"image features, batch of {batch_size}"
-
-
-#: New tokens per question in the generative latency batch (forced, so every precision does the same work).
-LATENCY_NEW_TOKENS = 8
-
-
-def _generative_task(model, processor, n: int, batch_size: int, seed: int):
-    import random
-
-    from . import shapes
-    from .generation import chat_prompt, generate_text
-    from .prompting import sample_prompt
-
-    rng = random.Random(seed)
-    scenes = shapes.make_scenes("test", max(n, batch_size), seed=seed)
-    images = [s.render() for s in scenes]
-    qas = [sample_prompt(s, rng, describe_share=0.0) for s in scenes]
-    prompts = [chat_prompt(processor, [(q, None)]) for q, _, _ in qas]
-
-    def run(ix):
-        return generate_text(model, processor, [images[i] for i in ix], [prompts[i] for i in ix])
-
-    # the latency batch calls generate itself, to force a fixed amount of work: exactly
-    # LATENCY_NEW_TOKENS new tokens per question (left-padded, as for any batched decoder-only model)
-    tok = processor.tokenizer
-    side, tok.padding_side = tok.padding_side, "left"
-    try:
-        enc = processor(images=images[:batch_size], text=prompts[:batch_size], padding=True, return_tensors="pt")
-    finally:
-        tok.padding_side = side
-    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
-    enc = {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in enc.items()}
-    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
-
-    @torch.no_grad()
-    def batch():
-        model.generate(**enc, max_new_tokens=LATENCY_NEW_TOKENS, min_new_tokens=LATENCY_NEW_TOKENS, do_sample=False,
-                       num_beams=1, pad_token_id=pad)
-
-    def accuracy():
-        preds = []
-        for start in range(0, n, 32):
-            preds += run(list(range(start, min(n, start + 32))))
-        acc = sum(shapes.normalize_text(p) == shapes.normalize_text(a) for p, (_, a, _) in zip(preds, qas)) / n
-        return acc, "first_turn_accuracy", {"first_turn_accuracy": acc}
-
-    return batch, accuracy, f"generate {LATENCY_NEW_TOKENS} tokens (greedy) for a batch of {batch_size} questions"
-
-
-class PrecisionUnavailable(ConfigError):
-    """This precision cannot be loaded here (no bitsandbytes and no fallback, no quantized engine)."""
-
-
-def measure_precision(name: str, precision: str, n: int = 200, batch_size: int = 32, repeats: int = 3,
-                      seed: int = 0, mode: str | None = None) -> dict:
-    """Load ``name`` at ``precision`` on the CPU and measure footprint, latency and accuracy.
-
-    Latency: median of ``repeats`` timed runs (after one warm-up) of one batch: image features of
-    ``batch_size`` images for CLIP / SigLIP; for LLaVA-style models greedy ``generate`` of exactly
-    :data:`LATENCY_NEW_TOKENS` new tokens for ``batch_size`` questions (forced, so that a model
-    that stops early does not look fast). Accuracy: zero-shot accuracy (``evaluate_contrastive``, ``n`` test scenes),
-    or first-turn exact-match answers on ``n`` questions for LLaVA-style models.
-    """
-    from .generation import FAMILIES
-    from .settings import seed_everything
-
-    precision = check_precision(precision)
-    seed_everything(seed)
-    start = time.perf_counter()
-    try:
-        model, processor = load_quantized(name, precision, mode=mode, device="cpu")
-    except ConfigError as err:
-        raise PrecisionUnavailable(str(err)) from None
-    load_s = time.perf_counter() - start
-    loaded = footprint_breakdown(model)  # before any forward pass: see the note on CPU repacking in footprint()
-    family = FAMILIES.get(type(model).__name__, "")
-    if family in ("clip", "siglip"):
-        batch, accuracy, what = _contrastive_task(model, processor, n, batch_size, seed)
-    elif family in ("llava", "llava-next"):
-        batch, accuracy, what = _generative_task(model, processor, n, batch_size, seed)
-    else:
-        raise ConfigError(f"measure_precision knows CLIP/SigLIP and LLaVA-style models, not {type(model).__name__}")
-    latency, runs = _median_ms(batch, repeats)
-    acc, metric, metrics = accuracy()
-    after = footprint_breakdown(model)
-    row = {
-        "model": name, "precision": precision, "label": getattr(model, "vlmstudy_precision", precision),
-        "footprint_bytes": loaded["total"], "footprint_mb": loaded["total"] / 1e6,
-        "quant_state_bytes": loaded["quant_state"], "footprint_after_run_bytes": after["total"],
-        "memory_footprint_bytes": int(model.get_memory_footprint()) if hasattr(model, "get_memory_footprint") else None,
-        "latency_ms": latency, "latency_runs_ms": runs, "latency_of": what,
-        "metric": metric, "accuracy": acc, "metrics": metrics, "n": n, "load_s": load_s,
-    }
-    del model
-    return row
-
-
-def compare_precisions(name: str = "clip", precisions: Sequence[str] | None = None, n: int = 200,
-                       batch_size: int = 32, repeats: int = 3, seed: int = 0, mode: str | None = None,
-                       progress: bool = True, threads: int | None = None) -> list[dict]:
-    """:func:`measure_precision` for each precision, side by side in one process, with ratios to the
-    first row (fp32): ``size_ratio``, ``latency_ratio``, ``accuracy_delta`` (in points: 0.01 = 1 %).
-
-    A precision that cannot run here (no bitsandbytes, no quantized engine) becomes a row with
-    ``error`` set instead of stopping the comparison. threads: torch threads during the
-    measurement (restored afterwards); one thread gives the steadiest comparison on a shared machine.
-    """
-    precisions = [check_precision(p) for p in (precisions or CPU_PRECISIONS)]
-    rows = []
-    old_threads = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
-    try:
-        for precision in precisions:
-            try:
-                row = measure_precision(name, precision, n=n, batch_size=batch_size, repeats=repeats, seed=seed,
-                                        mode=mode)
-            except PrecisionUnavailable as err:
-                row = {"model": name, "precision": precision, "label": precision, "error": str(err)}
-            row["threads"] = torch.get_num_threads()
-            rows.append(row)
-            if progress:
-                print(format_rows([row], header=len(rows) == 1))
-    finally:
-        torch.set_num_threads(old_threads)
-    base = next((r for r in rows if "error" not in r), None)
-    for row in rows:
-        if base is not None and "error" not in row:
-            row["size_ratio"] = row["footprint_bytes"] / base["footprint_bytes"]
-            row["latency_ratio"] = row["latency_ms"] / base["latency_ms"]
-            row["accuracy_delta"] = row["accuracy"] - base["accuracy"]
-            row["baseline"] = base["precision"]
-    return rows
-
-
-def format_rows(rows: Sequence[dict], header: bool = True) -> str:
-    """A fixed-width text table of :func:`compare_precisions` rows."""
-    lines = []
-    if header:
-        lines.append(f"{'model':<7} {'precision':<13} {'MB':>7} {'x size':>7} {'ms/batch':>9} {'x time':>7} "
-                     f"{'accuracy':>8} {'delta':>7}  label")
-    for r in rows:
-        if "error" in r:
-            lines.append(f"{r['model']:<7} {r['precision']:<13} unavailable: {r['error']}")
-            continue
-        ratio = lambda k, f: f"{r[k]:{f}}" if k in r else "-"  # noqa: E731
-        lines.append(f"{r['model']:<7} {r['precision']:<13} {r['footprint_mb']:7.2f} {ratio('size_ratio', '7.2f'):>7} "
-                     f"{r['latency_ms']:9.1f} {ratio('latency_ratio', '7.2f'):>7} {r['accuracy']:8.3f} "
-                     f"{ratio('accuracy_delta', '+7.3f'):>7}  {r['label'][:60]}")
-    return "\n".join(lines)
-
-
-# --------------------------------------------------------------------------------------------
-# GPU figures: measured by benchmarks/bench_llava_gpu.py, else the reference table
-
-RESULTS_DIR = Path(__file__).resolve().parent.parent / "benchmarks" / "results"
-GPU_RESULTS = RESULTS_DIR / "llava_gpu.json"
-
-#: Reference figures for the LLaVA-1.5-7B architecture with random weights on one H100 (torch 2.11 +
-#: CUDA 13, transformers 5.17, bitsandbytes 0.50.2), copied from the project's shared anchors.md.
-#: They were NOT measured by this repository; ``benchmarks/bench_llava_gpu.py`` measures its own.
-REFERENCE_LLAVA_GPU = {
-    "source": "reference measurements (anchors.md, H100), not measured by this repo",
-    "device": "NVIDIA H100 (reference)",
-    "versions": {"torch": "2.11 + CUDA 13", "transformers": "5.17", "bitsandbytes": "0.50.2"},
-    "config": {"model": "llava-hf/llava-1.5-7b-hf architecture, random weights", "parameters": 7.063e9,
-               "vision_parameters": 303.5e6, "image_tokens": 576, "prompt_tokens": 608, "new_tokens": 64,
-               "batch_size": 1},
-    "rows": [
-        {"precision": "fp16", "memory_footprint_gb": 14.13, "tokens_per_s": 9.4, "ratio_vs_fp16": 1.0},
-        {"precision": "int8", "memory_footprint_gb": 7.33, "tokens_per_s": 7.3, "ratio_vs_fp16": 7.33 / 14.13},
-        {"precision": "nf4-dq", "memory_footprint_gb": 3.93, "tokens_per_s": 17.0, "ratio_vs_fp16": 0.278},
-    ],
-    "notes": ["fp16 bs8: 74 tok/s", "physical limit bs1 decode: ~14 GB read per token at ~3 TB/s -> ~200 tok/s",
-              "LoRA r16 all linear (42.3 M trainable), bs2 x 673 tokens, grad. checkpointing: fp16 base 0.67 s/step "
-              "peak 15.8 GB; NF4 base 0.56 s/step peak 20.2 GB"],
-}
-
-
-def gpu_results(path: str | os.PathLike | None = None) -> dict:
-    """The LLaVA-1.5-7B GPU table: ``benchmarks/results/llava_gpu.json`` when a full GPU run of
-    ``benchmarks/bench_llava_gpu.py`` wrote it, else :data:`REFERENCE_LLAVA_GPU`. Either way the dict
-    has ``source`` (say it next to the numbers), ``device``, ``rows`` (``precision``,
-    ``memory_footprint_gb``, ``tokens_per_s``, ``ratio_vs_fp16``)."""
-    path = Path(path) if path is not None else GPU_RESULTS
-    if path.exists():
-        data = json.loads(path.read_text())
-        if not data.get("config", {}).get("small") and data.get("device_type") == "cuda":
-            data.setdefault("source", f"measured by benchmarks/bench_llava_gpu.py on {data.get('device')} "
-                                      f"({data.get('date', '?')})")
-            return data
-    return json.loads(json.dumps(REFERENCE_LLAVA_GPU))
-
-
-CPU_RESULTS = RESULTS_DIR / "quantization_cpu.json"
-
-
-def cpu_results(path: str | os.PathLike | None = None) -> dict | None:
-    """The stored run of ``benchmarks/bench_quantization.py`` (``results/quantization_cpu.json``), or
-    ``None`` when it has not been run here. ``results`` maps each model to its
-    :func:`compare_precisions` rows; ``date``, ``machine`` and ``config`` say where and how."""
-    path = Path(path) if path is not None else CPU_RESULTS
-    return json.loads(path.read_text()) if path.exists() else None
-
-
-def machine_info() -> dict:
-    """CPU, load average and library versions, stored with every measurement."""
-    import transformers
-
-    info = {
-        "platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
-        "python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__,
-    }
-    ok, message = bitsandbytes_status()
-    info["bitsandbytes"] = message.split(" ", 1)[1] if ok else message
-    try:
-        with open("/proc/cpuinfo") as fh:
-            info["cpu_model"] = next((ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name")), None)
-    except OSError:
-        info["cpu_model"] = None
-    return info

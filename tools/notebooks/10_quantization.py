@@ -13,7 +13,7 @@
 
 # %%
 import vlmstudy
-from vlmstudy import plotting, quantize
+from vlmstudy import plotting, precision_benchmark, quantize
 
 vlmstudy.seed_everything(0)
 print("mode:", vlmstudy.get_mode(), "| device:", vlmstudy.get_device())
@@ -89,8 +89,8 @@ for row in quantize.bytes_per_parameter_table():
 # %% [markdown]
 # ## The tiny CLIP at six precisions, measured now on your CPU
 #
-# `quantize.compare_precisions` loads the stand-in at each precision, one after the other in this
-# process, and measures:
+# `precision_benchmark.compare_precisions` loads the stand-in at each precision, one after the
+# other in this process, and measures:
 #
 # * **footprint**: parameters + buffers + quantization scales, right after loading (`quantize.footprint`);
 # * **latency**: the median time of one batch of 32 image embeddings;
@@ -102,8 +102,8 @@ for row in quantize.bytes_per_parameter_table():
 # half a minute.)
 
 # %%
-rows = quantize.compare_precisions("clip", n=100, batch_size=32, repeats=3, threads=1, progress=False)
-print(quantize.format_rows(rows))
+rows = precision_benchmark.compare_precisions("clip", n=100, batch_size=32, repeats=3, threads=1, progress=False)
+print(precision_benchmark.format_rows(rows))
 plotting.precision_bars(rows, title="tiny CLIP, measured on this CPU (ratios vs fp32)");
 
 # %% [markdown]
@@ -122,14 +122,14 @@ plotting.precision_bars(rows, title="tiny CLIP, measured on this CPU (ratios vs 
 # tiny CLIP (with more test scenes) **and** the tiny LLaVA answering questions; its stored result:
 
 # %%
-stored = quantize.cpu_results()
+stored = precision_benchmark.cpu_results()
 if stored is None:
     print("no stored run yet: python benchmarks/bench_quantization.py writes benchmarks/results/quantization_cpu.json")
 else:
     print(f"measured {stored['date']} on {stored['machine'].get('cpu_model')}, {stored['config']['threads']} threads, "
           f"load average before {stored['machine']['load_average_before'][0]:.1f}")
     for name, model_rows in stored["results"].items():
-        print(quantize.format_rows(model_rows))
+        print(precision_benchmark.format_rows(model_rows))
         plotting.precision_bars(model_rows, title=f"tiny {name} (benchmarks/results/quantization_cpu.json)")
 
 # %% [markdown]
@@ -196,12 +196,12 @@ print(f"LLaVA-1.5-7B nf4-dq: {nf4_dq / 1e9:.2f} GB with the scales ({nf4_dq / fp
 #
 # `benchmarks/bench_llava_gpu.py` builds the real LLaVA-1.5-7B architecture with random weights on a
 # GPU (nothing downloaded), quantizes it through `from_pretrained`, and times `generate` at batch
-# size 1 (a 608-token prompt with the 576 image tokens, 64 new tokens). `quantize.gpu_results()`
+# size 1 (a 608-token prompt with the 576 image tokens, 64 new tokens). `precision_benchmark.gpu_results()`
 # returns that run's table when this repository has one, and otherwise the **reference figures**;
 # its `source` says which, and it is printed with every number.
 
 # %%
-gpu = quantize.gpu_results()
+gpu = precision_benchmark.gpu_results()
 print("source:", gpu["source"])
 print("device:", gpu["device"])
 print(f"{'precision':9} {'footprint GB':>12} {'x fp16':>7} {'tokens/s':>9}")

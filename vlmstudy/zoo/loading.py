@@ -7,16 +7,15 @@ real checkpoint. Both go through the same ``from_pretrained`` calls, so everythi
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 import transformers
 from transformers import AutoConfig, AutoProcessor
 
-from .. import settings
-from ..errors import ModelUnavailableError, UnknownModelError
+from .. import quantize, settings
+from ..errors import ConfigError, ModelUnavailableError, VlmStudyError
 from . import hub_guard
-from .registry import ModelCard, get_card
+from .registry import ModelCard
+from .sources import resolve_source
 
 
 def _hub_error(card_or_id: str, err: Exception) -> ModelUnavailableError:
@@ -71,67 +70,6 @@ def hub_reachable(timeout: float | None = None) -> bool:
         return False
 
 
-def resolve_source(name: str, mode: str | None = None) -> tuple[str, ModelCard | None]:
-    """Where ``name`` loads from: ``(path_or_hub_id, card)``.
-
-    A directory on disk (for example a fine-tuned or merged model) is used as it is, with no card.
-    """
-    folder = Path(str(name)).expanduser()
-    if folder.is_dir():
-        config_file = folder / "config.json"
-        if config_file.is_file():
-            _check_config_json(config_file)
-            return str(folder), None
-        if not _is_card_name(name):
-            raise ModelUnavailableError(
-                f"The folder {str(folder)!r} holds no config.json, so it is not a saved model. Point at the "
-                f"folder that `save_pretrained` wrote (it has config.json and *.safetensors), or use a model "
-                f"name from `vlmstudy.zoo_table()`."
-            )
-    card = get_card(name)
-    mode = settings.check_mode(mode) if mode else settings.get_mode()
-    if mode == "hub":
-        return card.hub_id, card
-    if not card.has_stand_in:
-        raise ModelUnavailableError(
-            f"{card.hub_id} has no tiny stand-in (its card says 'no stand-in'), so it loads in hub mode only: "
-            f"vlmstudy.set_mode('hub') or VLMSTUDY_MODE=hub. In tiny mode use a syllabus model "
-            f"(vlmstudy.zoo_table() lists them).")
-    if not card.is_present():
-        raise ModelUnavailableError(
-            f"The tiny stand-in for {card.name!r} is missing from {card.stand_in_dir}. "
-            f"Restore it with `git checkout -- assets/models/{card.stand_in}` or retrain it with "
-            f"`vlmstudy zoo train {card.name}`."
-        )
-    return str(card.stand_in_dir), card
-
-
-def _is_card_name(name: str) -> bool:
-    try:
-        get_card(name)
-    except UnknownModelError:
-        return False
-    return True
-
-
-def _check_config_json(config_file: Path) -> None:
-    """Refuse a cut or garbled config.json with one line naming it (transformers raises JSONDecodeError)."""
-    import json
-
-    try:
-        config = json.loads(config_file.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as err:
-        raise ModelUnavailableError(
-            f"{str(config_file)!r} is not valid JSON ({str(err).splitlines()[0][:120]}): the file is cut or "
-            f"damaged. Save the model again with `save_pretrained` or restore the folder from its source."
-        ) from None
-    if not isinstance(config, dict):
-        raise ModelUnavailableError(
-            f"{str(config_file)!r} holds a JSON {type(config).__name__}, not an object: it is not a model "
-            f"config. Save the model again with `save_pretrained`."
-        )
-
-
 def _model_class(source: str, card: ModelCard | None, config_kwargs: dict):
     if card is not None:
         return getattr(transformers, card.model_class)
@@ -159,11 +97,9 @@ def load(
     ``trust_remote_code=True`` is passed on purpose.
     quantization: a precision ("fp16", "bf16", "int8", "nf4", "nf4-dq" or "dynamic-int8"): the
     ``from_pretrained`` arguments come from :func:`vlmstudy.quantize.preset` (see
-    :func:`vlmstudy.quantize.load_quantized`).
+    :func:`load_quantized`).
     """
     if quantization is not None:
-        from ..quantize import load_quantized
-
         return load_quantized(name, quantization, mode=mode, device=device, dtype=dtype, **model_kwargs)
     source, card = resolve_source(name, mode)
     device = device or settings.get_device()
@@ -200,6 +136,57 @@ def load(
         if on_hub:
             raise _hub_error(source, err) from None
         raise ModelUnavailableError(f"Could not load the model in {source!r}: {err}") from None
+
+
+def load_quantized(name: str, precision: str, mode: str | None = None, device: str | None = None,
+                   dtype: torch.dtype | str | None = None, **model_kwargs):
+    """``(model, processor)`` at ``precision``: what ``vlmstudy.load(name, quantization=...)`` calls;
+    the ``from_pretrained`` arguments come from :func:`vlmstudy.quantize.preset`.
+
+    bitsandbytes precisions fall back to :func:`vlmstudy.quantize.dynamic_int8` on the CPU, with a printed note,
+    when bitsandbytes is missing or fails on this platform; ``model.vlmstudy_precision`` says what
+    was loaded (``"nf4"``, ``"dynamic-int8 (fallback for nf4: ...)"``).
+    """
+    precision = quantize.check_precision(precision)
+    device = device or settings.get_device()
+    if precision == quantize.DYNAMIC_INT8:
+        model, processor = load(name, mode=mode, device="cpu", dtype=torch.float32, **model_kwargs)
+        return quantize.dynamic_int8(model), processor
+    kwargs = quantize.preset(precision, device)
+    if dtype is not None:  # an explicit dtype wins: unquantized layers (and 4-bit compute) use it
+        dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
+        kwargs["dtype"] = dtype
+        if precision in ("nf4", "nf4-dq"):
+            kwargs["quantization_config"].bnb_4bit_compute_dtype = dtype
+    kwargs.update(model_kwargs)
+    dtype = kwargs.pop("dtype")
+    reason = None
+    if precision in quantize.BNB_PRECISIONS:
+        ok, message = quantize.bitsandbytes_status()
+        if not ok:
+            reason = message
+    if reason is None:
+        try:
+            with quantize._quiet_stderr_logging(), quantize._quiet_transformers():
+                model, processor = load(name, mode=mode, device=device, dtype=dtype, **kwargs)
+            if precision == "int8":
+                quantize._silence_int8_cast_note()
+            model.vlmstudy_precision = precision
+            return model, processor
+        except VlmStudyError:  # a missing model or a bad setting: not bitsandbytes' fault
+            raise
+        except (ImportError, RuntimeError, NotImplementedError, ValueError, OSError) as err:
+            if precision not in quantize.BNB_PRECISIONS:
+                raise
+            reason = f"bitsandbytes failed on this platform ({type(err).__name__}: {str(err).strip()[:160]})"
+    if quantize._device_type(device) != "cpu" or quantize._dynamic_int8_engine() is None:
+        raise ConfigError(f"cannot load {name!r} at {precision}: {reason}. Install a bitsandbytes build for this "
+                          f"platform (pip install -U bitsandbytes) or use fp16 / bf16.")
+    print(f"NOTE: {reason}; loading {name!r} with PyTorch dynamic int8 instead (labelled 'dynamic-int8').")
+    model, processor = load(name, mode=mode, device="cpu", dtype=torch.float32)
+    model = quantize.dynamic_int8(model)
+    model.vlmstudy_precision = f"{quantize.DYNAMIC_INT8} (fallback for {precision}: {reason})"
+    return model, processor
 
 
 def load_processor(name: str, mode: str | None = None):

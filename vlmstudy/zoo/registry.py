@@ -23,6 +23,18 @@ _EVA_VIT_G = dict(  # BLIP-2 / InstructBLIP vision tower
     hidden_size=1408, intermediate_size=6144, num_hidden_layers=39, num_attention_heads=16,
     image_size=224, patch_size=14, qkv_bias=True,
 )
+#: Salesforce/blip-image-captioning-base and blip-vqa-base: the same ViT-B/16 at 384 px and BERT-base text side.
+_BLIP_BASE_384 = dict(
+    model_type="blip",
+    text_config=dict(vocab_size=30524, hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
+                     num_attention_heads=12, max_position_embeddings=512),
+    vision_config=dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
+                       num_attention_heads=12, image_size=384, patch_size=16),
+)
+_QFORMER = dict(  # BLIP-2's Q-Former (both BLIP-2 checkpoints)
+    hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
+    cross_attention_frequency=2, encoder_hidden_size=1408,
+)
 _LLAMA_7B = dict(
     model_type="llama", hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
     num_attention_heads=32, num_key_value_heads=32, max_position_embeddings=4096,
@@ -94,21 +106,13 @@ CARDS: tuple[ModelCard, ...] = (
         "blip-caption", "Salesforce/blip-image-captioning-base", "encoder-decoder",
         ("captioning",),
         "BlipForConditionalGeneration", "BlipProcessor", "tiny-blip-caption", "05_blip",
-        dict(model_type="blip",
-             text_config=dict(vocab_size=30524, hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
-                              num_attention_heads=12, max_position_embeddings=512),
-             vision_config=dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
-                                num_attention_heads=12, image_size=384, patch_size=16)),
+        _BLIP_BASE_384,
     ),
     ModelCard(
         "blip-vqa", "Salesforce/blip-vqa-base", "encoder-decoder",
         ("visual question answering",),
         "BlipForQuestionAnswering", "BlipProcessor", "tiny-blip-vqa", "05_blip",
-        dict(model_type="blip",
-             text_config=dict(vocab_size=30524, hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
-                              num_attention_heads=12, max_position_embeddings=512),
-             vision_config=dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
-                                num_attention_heads=12, image_size=384, patch_size=16)),
+        _BLIP_BASE_384,
     ),
     ModelCard(
         "blip2", "Salesforce/blip2-opt-2.7b", "Q-Former bridge + frozen LLM",
@@ -116,8 +120,7 @@ CARDS: tuple[ModelCard, ...] = (
         "Blip2ForConditionalGeneration", "Blip2Processor", "tiny-blip2", "06_blip2_instructblip",
         dict(model_type="blip-2", num_query_tokens=32,
              vision_config=_EVA_VIT_G,
-             qformer_config=dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
-                                 num_attention_heads=12, cross_attention_frequency=2, encoder_hidden_size=1408),
+             qformer_config=_QFORMER,
              text_config=dict(model_type="opt", vocab_size=50272, hidden_size=2560, ffn_dim=10240,
                               num_hidden_layers=32, num_attention_heads=32, word_embed_proj_dim=2560,
                               max_position_embeddings=2048)),
@@ -179,8 +182,7 @@ LARGER_CARDS: tuple[ModelCard, ...] = (
         "Blip2ForConditionalGeneration", "Blip2Processor", "", "11_lora",
         dict(model_type="blip-2", num_query_tokens=32,
              vision_config=_EVA_VIT_G,
-             qformer_config=dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
-                                 num_attention_heads=12, cross_attention_frequency=2, encoder_hidden_size=1408),
+             qformer_config=_QFORMER,
              text_config=dict(model_type="t5", vocab_size=32128, d_model=2048, d_kv=64, d_ff=5120, num_layers=24,
                               num_decoder_layers=24, num_heads=32, feed_forward_proj="gated-gelu",
                               tie_word_embeddings=False, decoder_start_token_id=0, pad_token_id=0,
@@ -193,6 +195,16 @@ ALL_CARDS: tuple[ModelCard, ...] = CARDS + LARGER_CARDS
 
 def _aliases(card: ModelCard) -> set[str]:
     return {card.name, card.hub_id.lower(), card.hub_id.split("/")[-1].lower()} | ({card.stand_in} - {""})
+
+
+def real_config(name: str):
+    """The real checkpoint's ``PretrainedConfig``, rebuilt from the card's numbers (nothing is
+    downloaded): what :func:`vlmstudy.quantize.estimate` and the zoo table build on the meta device."""
+    from transformers import AutoConfig
+
+    card = get_card(name)
+    kwargs = dict(card.real_config)
+    return AutoConfig.for_model(kwargs.pop("model_type"), **kwargs)
 
 
 def get_card(name: str) -> ModelCard:

@@ -12,16 +12,8 @@ import json
 
 import torch
 import transformers
-from transformers import AutoConfig
 
-from .registry import CARDS, ModelCard, get_card
-
-
-def real_config(name: str):
-    """The real checkpoint's ``PretrainedConfig``, rebuilt from the card's numbers."""
-    card = get_card(name)
-    kwargs = dict(card.real_config)
-    return AutoConfig.for_model(kwargs.pop("model_type"), **kwargs)
+from .registry import CARDS, ModelCard, get_card, real_config
 
 
 def build_on_meta(name: str) -> torch.nn.Module:
