@@ -34,6 +34,7 @@ def test_console_script_is_installed(subprocess_env, tmp_path):
     assert out.stdout.strip() == f"vlmstudy {vlmstudy.__version__}"
 
 
+@pytest.mark.slow  # a fresh interpreter
 def test_doctor_exits_0_and_reports_torch(subprocess_env, tmp_path):
     out = run_cli("doctor", env=subprocess_env, cwd=tmp_path)
     assert out.returncode == 0, out.stdout + out.stderr

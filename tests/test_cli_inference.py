@@ -24,6 +24,8 @@ from vlmstudy import cli
 from vlmstudy.inference import Inference
 from vlmstudy.inference_commands import chat_history_file
 
+pytestmark = pytest.mark.slow  # test tier (issue 23): processes, a terminal, a server
+
 REPO = Path(__file__).resolve().parent.parent
 IMAGES = [str(REPO / "assets" / "images" / f"shapes-{i}.png") for i in (1, 2, 3)]
 QUESTION = "what colour is the triangle?"

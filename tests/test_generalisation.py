@@ -180,6 +180,8 @@ def _held_out_sample(n: int, seed: int = 21):
     return [second_renderer.render(s) for s in scenes], [phrasings.paraphrase(q, rng, "heldout") for q in qas], qas
 
 
+@pytest.mark.trained  # test tier (issue 23): the shipped cards' floors
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ASKERS)
 def test_held_out_questions_on_second_renderer_pictures_reach_the_card_floor(name):
     """What a learner meets first: their own wording, a picture not drawn by the training code.
@@ -194,6 +196,7 @@ def test_held_out_questions_on_second_renderer_pictures_reach_the_card_floor(nam
     assert check.asserted and check.passed, str(check)
 
 
+@pytest.mark.slow  # a fresh interpreter for the CLI
 def test_the_widget_and_cli_give_the_api_answer_to_a_held_out_question(tmp_path, subprocess_env):
     from vlmstudy import tasks, widgets
 

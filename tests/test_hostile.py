@@ -30,6 +30,8 @@ from vlmstudy import shapes
 from vlmstudy.cli import main as cli_main
 from vlmstudy.errors import CheckpointError, ImageError, ModelUnavailableError, VlmStudyError
 
+pytestmark = pytest.mark.slow  # test tier (issue 23): training runs, a server, fuzzing
+
 REPO = Path(__file__).resolve().parent.parent
 
 

@@ -12,6 +12,8 @@ import pytest
 
 from vlmstudy.zoo.registry import CARDS
 
+pytestmark = pytest.mark.hub  # test tier (issue 23; pyproject.toml, CONTRIBUTING.md)
+
 # Runs in a child process: the root conftest.py fixed HF_HOME for this one before anything was imported.
 _CHECK_ALL = r"""
 import json, sys
@@ -19,8 +21,6 @@ import torch
 import vlmstudy
 from vlmstudy import attention
 from vlmstudy.shapes import make_scenes, render
-
-pytestmark = pytest.mark.hub  # test tier (issue 23; pyproject.toml, CONTRIBUTING.md)
 
 image = render(make_scenes("test", n=1, seed=0)[0], size=200)
 out = {}

@@ -116,6 +116,7 @@ def test_models_are_loaded_once_and_kept(monkeypatch, sample_paths):
     assert isinstance(fresh.ask(sample_paths[0], QUESTION), str)
 
 
+@pytest.mark.slow
 def test_concurrent_calls_from_threads_give_the_sequential_answers(infer, sample_paths):
     jobs = [(kind, sample_paths[i % 3]) for i in range(12) for kind in ("describe", "ask")]
     expected = [infer.describe(p) if kind == "describe" else infer.ask(p, QUESTION) for kind, p in jobs]

@@ -303,6 +303,7 @@ def test_quantization_plots():
 # ---------------------------------------------------------------------------------- benchmarks
 
 
+@pytest.mark.slow
 @needs_bnb
 def test_bench_quantization_small(tmp_path, restore_threads, load_script, capsys):
     out = tmp_path / "quantization_cpu.json"
@@ -320,6 +321,7 @@ def test_bench_quantization_small(tmp_path, restore_threads, load_script, capsys
     assert "side by side" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 @needs_bnb
 def test_gpu_bench_small_runs_on_cpu(tmp_path, restore_threads, load_script, capsys):
     out = tmp_path / "llava_gpu_small.json"

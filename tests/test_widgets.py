@@ -175,6 +175,7 @@ print(json.dumps({"backend": matplotlib.get_backend(), "status": demo.status.tex
 """
 
 
+@pytest.mark.slow  # a fresh kernel
 def test_first_classify_in_a_fresh_kernel_draws_the_chart(subprocess_env):
     """What a learner does first in a new kernel (issue: a chart without bars, blank, or a lone
     bar): edit the labels and press Classify. The kernel gets what the browser sends, the new
