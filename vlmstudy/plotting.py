@@ -1,7 +1,8 @@
 """Plotting helpers the notebooks call: small, named for what they show.
 
 Every function returns the matplotlib ``Figure`` (works off-screen with ``MPLBACKEND=Agg``) and
-checks its inputs: a label list of the wrong length raises ``ValueError`` saying which.
+checks its inputs: a label list of the wrong length raises :class:`~vlmstudy.errors.PlotError`
+(a ``ValueError``) saying which.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from typing import Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
+
+from .errors import PlotError
 
 
 #: True inside :func:`offscreen`: the figures are built without pyplot.
@@ -57,7 +60,7 @@ def show_images(images: Sequence, titles: Sequence[str] | None = None, rows: int
     """Show images in a grid; ``titles`` are wrapped under each. Returns the figure."""
     n = len(images)
     if n == 0:
-        raise ValueError("show_images needs at least one image")
+        raise PlotError("show_images needs at least one image")
     if cols is None:
         cols = min(n, 4) if rows is None else math.ceil(n / rows)
     rows = rows or math.ceil(n / cols)
@@ -83,14 +86,14 @@ def _array(x, what: str, ndim: int | None = None) -> np.ndarray:
     try:
         arr = np.asarray(x, dtype=np.float64)
     except (TypeError, ValueError) as err:
-        raise ValueError(f"{what} must be numbers (an array, tensor or list): {err}") from None
+        raise PlotError(f"{what} must be numbers (an array, tensor or list): {err}") from None
     if ndim is not None and arr.ndim != ndim:
         shape = "(rows, cols)" if ndim == 2 else "(n,)"
-        raise ValueError(f"{what} must be {ndim}-dimensional {shape}, not shape {arr.shape}.")
+        raise PlotError(f"{what} must be {ndim}-dimensional {shape}, not shape {arr.shape}.")
     if arr.size == 0:
-        raise ValueError(f"{what} is empty; pass at least one value.")
+        raise PlotError(f"{what} is empty; pass at least one value.")
     if not np.isfinite(arr).all():
-        raise ValueError(f"{what} contains NaN or infinite values; clean them first (np.nan_to_num).")
+        raise PlotError(f"{what} contains NaN or infinite values; clean them first (np.nan_to_num).")
     return arr
 
 
@@ -98,10 +101,10 @@ def _labels(labels, n: int, what: str, counted: str) -> list[str]:
     if labels is None:
         return [str(i) for i in range(n)]
     if isinstance(labels, str):
-        raise ValueError(f"{what} must be a list of strings, not one string.")
+        raise PlotError(f"{what} must be a list of strings, not one string.")
     labels = [str(x) for x in labels]
     if len(labels) != n:
-        raise ValueError(f"{what} has {len(labels)} entries but there are {n} {counted}; pass one per {counted[:-1]}.")
+        raise PlotError(f"{what} has {len(labels)} entries but there are {n} {counted}; pass one per {counted[:-1]}.")
     return labels
 
 
@@ -163,10 +166,10 @@ def probability_bars(probs, labels: Sequence[str], title: str | None = None, top
     if p.ndim == 2 and p.shape[0] == 1:
         p = p[0]
     if p.ndim != 1:
-        raise ValueError(f"probs must be one row of probabilities (n,), not shape {p.shape}; plot one image at a time.")
+        raise PlotError(f"probs must be one row of probabilities (n,), not shape {p.shape}; plot one image at a time.")
     names = _labels(labels, len(p), "labels", "probabilities")
     if top is not None and (not isinstance(top, (int, np.integer)) or isinstance(top, bool) or top < 1):
-        raise ValueError(f"top must be a positive integer or None, not {top!r}.")
+        raise PlotError(f"top must be a positive integer or None, not {top!r}.")
     order = np.argsort(-p, kind="stable")[: top or len(p)]
     vals, names = p[order], [names[i] for i in order]
     fig, ax = _subplots(figsize=(6, 0.6 + 0.32 * len(vals)))
@@ -194,10 +197,10 @@ def search_strip(images: Sequence, scores, titles: Sequence[str] | None = None, 
     """
     images = list(images)
     if not images:
-        raise ValueError("search_strip needs at least one result image.")
+        raise PlotError("search_strip needs at least one result image.")
     s = _array(scores, "scores").reshape(-1)
     if len(s) != len(images):
-        raise ValueError(f"scores has {len(s)} entries but there are {len(images)} images; pass one score per image.")
+        raise PlotError(f"scores has {len(s)} entries but there are {len(images)} images; pass one score per image.")
     if titles is not None:
         titles = _labels(titles, len(images), "titles", "images")
     query_is_image = query is not None and not isinstance(query, str)
@@ -243,24 +246,24 @@ def training_curve(history: Sequence[dict], key: str | Sequence[str] = "loss", t
     """
     history = list(history)
     if not history:
-        raise ValueError("history is empty; pass the list of {'step': ..., key: ...} dicts training returned.")
+        raise PlotError("history is empty; pass the list of {'step': ..., key: ...} dicts training returned.")
     if not all(isinstance(h, dict) for h in history):
-        raise ValueError("history must be a list of dicts like {'step': 0, 'loss': 2.3}.")
+        raise PlotError("history must be a list of dicts like {'step': 0, 'loss': 2.3}.")
     keys = [key] if isinstance(key, str) else list(key)
     if not keys:
-        raise ValueError("key must name at least one metric, for example key='loss'.")
+        raise PlotError("key must name at least one metric, for example key='loss'.")
     if not isinstance(smooth, (int, np.integer)) or smooth < 1:
-        raise ValueError(f"smooth must be a positive integer window (1: no smoothing), not {smooth!r}.")
+        raise PlotError(f"smooth must be a positive integer window (1: no smoothing), not {smooth!r}.")
     missing_step = sum("step" not in h for h in history)
     if missing_step:
-        raise ValueError(f"{missing_step} history entries have no 'step'; every entry needs one.")
+        raise PlotError(f"{missing_step} history entries have no 'step'; every entry needs one.")
     available = sorted({k for h in history for k in h} - {"step"})
     fig, ax = _subplots(figsize=(6, 3.5))
     for name in keys:
         points = [(h["step"], h[name]) for h in history if name in h and h[name] is not None]
         if not points:
             plt.close(fig)
-            raise ValueError(f"No history entry has {name!r}; the metrics there are: {', '.join(available) or 'none'}.")
+            raise PlotError(f"No history entry has {name!r}; the metrics there are: {', '.join(available) or 'none'}.")
         steps = np.asarray([p[0] for p in points], dtype=float)
         values = _array([p[1] for p in points], f"history[{name!r}]")
         if smooth > 1 and len(values) >= smooth:
@@ -301,7 +304,7 @@ def overlay_heatmap(image, heatmap, alpha: float = 0.5, cmap: str = "jet", title
     or array. Returns the figure (``fig.axes[0]`` is the image axis).
     """
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float, np.floating)) or not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"alpha must be a number between 0 (image only) and 1 (map only), not {alpha!r}.")
+        raise PlotError(f"alpha must be a number between 0 (image only) and 1 (map only), not {alpha!r}.")
     img = _image_array(image)
     heat = upsample_heatmap(heatmap, img.shape[:2])
     if normalize:
@@ -331,15 +334,15 @@ def probability_panels(panels: dict, labels: Sequence[str], top: int | None = 8,
     in its title (a softmax's is 1, independent sigmoids' need not be). Returns the figure.
     """
     if not isinstance(panels, dict) or not panels:
-        raise ValueError("panels must be a non-empty dict {title: probabilities}.")
+        raise PlotError("panels must be a non-empty dict {title: probabilities}.")
     rows = {str(k): _array(v, f"panels[{k!r}]").reshape(-1) for k, v in panels.items()}
     n = len(next(iter(rows.values())))
     bad = [k for k, v in rows.items() if len(v) != n]
     if bad:
-        raise ValueError(f"every panel needs {n} values (one per label); {bad[0]!r} has {len(rows[bad[0]])}.")
+        raise PlotError(f"every panel needs {n} values (one per label); {bad[0]!r} has {len(rows[bad[0]])}.")
     names = _labels(labels, n, "labels", "probabilities")
     if top is not None and (not isinstance(top, (int, np.integer)) or isinstance(top, bool) or top < 1):
-        raise ValueError(f"top must be a positive integer or None, not {top!r}.")
+        raise PlotError(f"top must be a positive integer or None, not {top!r}.")
     order = np.argsort(-np.max(np.stack(list(rows.values())), axis=0), kind="stable")[: top or n]
     fig, axes = _subplots(1, len(rows), figsize=(3.4 * len(rows) + 1.2, 0.8 + 0.3 * len(order)),
                              sharey=True, squeeze=False)
@@ -369,9 +372,9 @@ def temperature_bars(similarities, labels: Sequence[str], scales: Sequence[float
 
     sims = torch.as_tensor(_array(similarities, "similarities")).reshape(-1)
     if not scales:
-        raise ValueError("scales must list at least one logit scale, for example (1, 10, 100).")
+        raise PlotError("scales must list at least one logit scale, for example (1, 10, 100).")
     if any(float(s) <= 0 for s in scales):
-        raise ValueError(f"scales must be positive (scale = 1 / temperature), not {list(scales)}.")
+        raise PlotError(f"scales must be positive (scale = 1 / temperature), not {list(scales)}.")
     panels = {f"logit scale {float(s):g} (T = {1 / float(s):.3g})": (float(s) * sims).softmax(-1).numpy()
               for s in scales}
     return probability_panels(panels, labels, top=top, title=title, show_sum=False)
@@ -387,13 +390,13 @@ def curves(x, series: dict, xlabel: str = "x", ylabel: str = "value", title: str
     """
     xs = _array(x, "x", ndim=1)
     if not isinstance(series, dict) or not series:
-        raise ValueError("series must be a non-empty dict {name: values}.")
+        raise PlotError("series must be a non-empty dict {name: values}.")
     fig, ax = _subplots(figsize=(6, 3.6))
     for name, values in series.items():
         ys = _array(values, f"series[{name!r}]", ndim=1)
         if len(ys) != len(xs):
             plt.close(fig)
-            raise ValueError(f"series {name!r} has {len(ys)} values but x has {len(xs)}; pass one per x.")
+            raise PlotError(f"series {name!r} has {len(ys)} values but x has {len(xs)}; pass one per x.")
         ax.plot(xs, ys, marker="o", markersize=4, label=str(name), **(styles or {}).get(name, {}))
     if logx:
         ax.set_xscale("log", base=2)
@@ -420,10 +423,10 @@ def show_hits(hits: Sequence, images: Sequence, query=None, titles: Sequence[str
     """
     hits = list(hits)
     if not hits:
-        raise ValueError("show_hits needs at least one hit; pass result[0] of a search.")
+        raise PlotError("show_hits needs at least one hit; pass result[0] of a search.")
     bad = [h.position for h in hits if not 0 <= h.position < len(images)]
     if bad:
-        raise ValueError(f"hit position {bad[0]} is outside images (length {len(images)}); pass the images in the "
+        raise PlotError(f"hit position {bad[0]} is outside images (length {len(images)}); pass the images in the "
                          f"order they were indexed.")
     if titles is None:
         titles = [h.metadata if isinstance(h.metadata, str) else "" for h in hits]
@@ -440,17 +443,17 @@ _PRECISION_COLORS = {"fp32": "tab:gray", "fp16": "tab:blue", "bf16": "tab:cyan",
 def precision_bars(rows: Sequence[dict], metrics: Sequence[tuple[str, str]] = (
         ("footprint_mb", "footprint (MB)"), ("latency_ms", "latency per batch (ms)"), ("accuracy", "accuracy")),
                    title: str | None = None):
-    """One panel per metric, one bar per precision: rows from :func:`vlmstudy.quantize.compare_precisions`.
+    """One panel per metric, one bar per precision: rows from :func:`vlmstudy.precision_benchmark.compare_precisions`.
 
     Each bar is labelled with its value and, when the row has it, its ratio to the baseline
     (``x0.18``). Rows with an ``error`` are left out. Returns the figure.
     """
     rows = [r for r in rows if "error" not in r]
     if not rows:
-        raise ValueError("precision_bars needs at least one measured row (every row has an 'error').")
+        raise PlotError("precision_bars needs at least one measured row (every row has an 'error').")
     missing = [k for k, _ in metrics if any(k not in r for r in rows)]
     if missing:
-        raise ValueError(f"rows lack {missing[0]!r}; pass rows from vlmstudy.quantize.compare_precisions().")
+        raise PlotError(f"rows lack {missing[0]!r}; pass rows from vlmstudy.precision_benchmark.compare_precisions().")
     ratio_of = {"footprint_mb": "size_ratio", "latency_ms": "latency_ratio"}
     names = [r["precision"] for r in rows]
     fig, axes = _subplots(1, len(metrics), figsize=(3.6 * len(metrics), 3.4), squeeze=False)
@@ -478,10 +481,10 @@ def estimate_bars(rows: Sequence[dict], precisions: Sequence[str] = ("fp16", "in
     :func:`vlmstudy.quantize.estimate_table`), with dashed lines at common memory sizes. Returns the figure."""
     rows = list(rows)
     if not rows:
-        raise ValueError("estimate_bars needs at least one row from vlmstudy.quantize.estimate_table().")
+        raise PlotError("estimate_bars needs at least one row from vlmstudy.quantize.estimate_table().")
     missing = [p for p in precisions if any(p not in r for r in rows)]
     if missing:
-        raise ValueError(f"rows have no {missing[0]!r} column; call estimate_table(precisions=...) with it.")
+        raise PlotError(f"rows have no {missing[0]!r} column; call estimate_table(precisions=...) with it.")
     width = 0.8 / len(precisions)
     fig, ax = _subplots(figsize=(max(6.0, 1.1 * len(rows) + 2), 3.8))
     for i, p in enumerate(precisions):
@@ -503,11 +506,11 @@ def estimate_bars(rows: Sequence[dict], precisions: Sequence[str] = ("fp16", "in
 
 
 def gpu_bars(table: dict, title: str | None = None):
-    """Memory and tokens/s per precision of :func:`vlmstudy.quantize.gpu_results`, titled with its
+    """Memory and tokens/s per precision of :func:`vlmstudy.precision_benchmark.gpu_results`, titled with its
     ``source`` (measured here, or the reference figures). Returns the figure."""
     rows = [r for r in table.get("rows", []) if "skipped" not in r]
     if not rows:
-        raise ValueError("gpu_bars needs a table with measured rows (vlmstudy.quantize.gpu_results()).")
+        raise PlotError("gpu_bars needs a table with measured rows (vlmstudy.precision_benchmark.gpu_results()).")
     names = [r["precision"] for r in rows]
     colors = [_PRECISION_COLORS.get(n, "tab:purple") for n in names]
     fig, axes = _subplots(1, 2, figsize=(8, 3.4))
@@ -532,7 +535,7 @@ def accuracy_bars(values: dict, title: str | None = None, ylabel: str = "accurac
     ``{"LLaVA-1.5": {"colour": 0.9, ...}, "LLaVA-NeXT": {...}}`` (grouped, one colour per series).
     ``target``: a dashed line at the goal. Returns the figure."""
     if not values:
-        raise ValueError("accuracy_bars needs at least one value.")
+        raise PlotError("accuracy_bars needs at least one value.")
     series = values if all(isinstance(v, dict) for v in values.values()) else {"": values}
     groups = list(dict.fromkeys(k for s in series.values() for k in s))
     width = 0.8 / len(series)
@@ -565,7 +568,7 @@ def token_strip(tokens: Sequence[str], highlight: str = "<image>", title: str | 
     readable. Returns the figure."""
     tokens = [str(t) for t in tokens]
     if not tokens:
-        raise ValueError("token_strip needs at least one token.")
+        raise PlotError("token_strip needs at least one token.")
     rows = math.ceil(len(tokens) / per_row)
     fig, ax = _subplots(figsize=(min(16.0, 0.34 * min(per_row, len(tokens)) + 1.0), 0.85 * rows + 0.7))
     for i, tok in enumerate(tokens):
@@ -634,18 +637,18 @@ def heatmap_grid(images, maps, titles: Sequence[str] | None = None, cols: int | 
     if m.ndim == 2:
         m = m[None]
     if m.ndim != 3:
-        raise ValueError(f"maps must be (n, h, w) (one map per panel), not shape {m.shape}.")
+        raise PlotError(f"maps must be (n, h, w) (one map per panel), not shape {m.shape}.")
     if isinstance(images, (list, tuple)):
         imgs = [_image_array(im) for im in images]
     else:
         imgs = [_image_array(images)]
     if len(imgs) not in (1, len(m)):
-        raise ValueError(f"got {len(imgs)} images for {len(m)} maps; pass one image, or one per map.")
+        raise PlotError(f"got {len(imgs)} images for {len(m)} maps; pass one image, or one per map.")
     imgs = imgs * len(m) if len(imgs) == 1 else imgs
     if titles is not None:
         titles = _labels(titles, len(m), "titles", "maps")
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float, np.floating)) or not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"alpha must be a number between 0 (image only) and 1 (map only), not {alpha!r}.")
+        raise PlotError(f"alpha must be a number between 0 (image only) and 1 (map only), not {alpha!r}.")
     n = len(m) + int(show_image)
     cols = cols or min(n, 6)
     rows = math.ceil(n / cols)
@@ -677,12 +680,12 @@ def heatmap_grid(images, maps, titles: Sequence[str] | None = None, cols: int | 
 
 
 def pointing_bars(rows: Sequence[dict], title: str | None = None):
-    """Pointing-game accuracy per method (rows of :func:`vlmstudy.attention.pointing_game_table`),
+    """Pointing-game accuracy per method (rows of :func:`vlmstudy.pointing.pointing_game_table`),
     with 95% intervals where the rows have them and the chance level as a dashed line. Methods
     that read the text are blue, text-blind baselines grey. Returns the figure."""
     rows = [r for r in rows if r.get("hits") is not None]
     if not rows:
-        raise ValueError("pointing_bars needs at least one scored row from pointing_game_table().")
+        raise PlotError("pointing_bars needs at least one scored row from pointing_game_table().")
     names = [r["method"] for r in rows]
     acc = np.array([float(r["accuracy"]) for r in rows])
     colors = ["tab:blue" if r.get("text_conditioned", True) else "tab:gray" for r in rows]
@@ -718,7 +721,7 @@ def task_model_chart(rows: Sequence[dict], precision: str = "nf4", title: str | 
 
     key = f"real_{precision}_gb"
     if not rows or any(key not in r or "real_fp16_gb" not in r for r in rows):
-        raise ValueError(f"task_model_chart needs model_comparison rows with 'real_fp16_gb' and {key!r}")
+        raise PlotError(f"task_model_chart needs model_comparison rows with 'real_fp16_gb' and {key!r}")
     ordered = sorted(rows, key=lambda r: r[key])
     tasks = sorted({t for r in rows for t in r["tasks"]}, key=lambda t: min(r[key] for r in rows if t in r["tasks"]))
     smallest = {t: next(r["name"] for r in ordered if t in r["tasks"]) for t in tasks}
