@@ -178,8 +178,8 @@ for tid, lab, count in runs:
 learned = [t for t, lab in zip(row_ids, row_labels) if lab != IGNORE]
 print(f"{len(row_ids)} positions: {row_ids.count(image_id)} image tokens, "
       f"{len(row_ids) - row_ids.count(image_id) - len(learned)} other prompt tokens, "
-      f"{len(learned)} learned ({processor.tokenizer.decode(learned)!r}); "
-      f"example 1 has {int((batch['attention_mask'][1] == 0).sum())} padding positions (label -100, attention 0)")
+      f"{len(learned)} learned ({processor.tokenizer.decode(learned)!r}); padding per example "
+      f"{(batch['attention_mask'] == 0).sum(dim=1).tolist()} (label -100, attention_mask 0)")
 assert all(lab == IGNORE for t, lab in zip(row_ids, row_labels) if t == image_id), "no image token is a target"
 
 # %% [markdown]
@@ -207,8 +207,9 @@ assert torch.allclose(out.loss.float(), by_hand, atol=1e-4), "the loss covers ex
 
 # %%
 student, student_processor = vlmstudy.load("llava", mode="tiny", device="cpu", dtype="float32")
+student_collator = finetune.Collator(student_processor, fam)   # its own pad id
 encoded = [finetune.encode(fam, student_processor, ex) for ex in examples[:64]]
-fixed = collator(encoded[:16])
+fixed = student_collator(encoded[:16])
 with torch.no_grad():
     fixed_before = float(student(**fixed).loss)
 student.train()
@@ -217,7 +218,7 @@ optimizer = torch.optim.AdamW([p for p in student.parameters() if p.requires_gra
 torch.manual_seed(0)
 for step in range(8):
     picks = torch.randint(len(encoded), (8,)).tolist()          # a random batch of 8 examples
-    loss = student(**collator([encoded[i] for i in picks])).loss   # the model's loss over the labels
+    loss = student(**student_collator([encoded[i] for i in picks])).loss   # the model's loss over the labels
     loss.backward()                                              # gradients of the trainable weights
     optimizer.step()                                             # one AdamW update
     optimizer.zero_grad()
@@ -404,9 +405,14 @@ fig.tight_layout()
 #
 # `configs/llava_vqa_qlora.yaml` is a complete QLoRA recipe for the real model, and
 # `benchmarks/bench_qlora_gpu.py` measures it on a GPU (random weights of the real architecture,
-# batch 2 x 673 tokens) with the choices that keep peak memory under 8 GB: NF4 with double
+# batch 2 x 673 tokens) with the choices meant to keep peak memory low: NF4 with double
 # quantization, bf16 compute, gradient checkpointing, LoRA r = 16 on every linear layer of the
-# language model (~40 M parameters), paged 8-bit AdamW. Its results, if it has been run here:
+# language model (~40 M parameters), paged 8-bit AdamW. How low is an **estimate**, not a
+# measurement: vlmstudy's memory estimator (`vlmstudy finetune --estimate --config
+# configs/llava_vqa_qlora.yaml`, the cell below) adds weights, adapter, gradients, optimizer
+# state and activations on paper, and puts this config well under 8 GB. No GPU has measured it
+# for this course; CUDA's context, the allocator's fragmentation and temporary buffers come on
+# top. The benchmark's results, if it has been run here:
 
 # %%
 bench = Path(vlmstudy.__file__).resolve().parent.parent / "benchmarks" / "results" / "qlora_gpu.json"
@@ -419,6 +425,18 @@ if bench.is_file():
 else:
     print("not measured on this machine: run `python benchmarks/bench_qlora_gpu.py` on a CUDA GPU")
 print(open(Path(vlmstudy.__file__).resolve().parent.parent / "configs" / "llava_vqa_qlora.yaml").read()[:600])
+
+# %%
+# The estimate (arithmetic on the real architecture built on the meta device: nothing is downloaded)
+from vlmstudy.finetune import config as finetune_config
+from vlmstudy.finetune.memory import estimate_rows, format_estimate
+
+qlora_cfg = finetune_config.load_config(finetune_config.read_yaml(
+    Path(vlmstudy.__file__).resolve().parent.parent / "configs" / "llava_vqa_qlora.yaml"))
+estimate = estimate_rows([qlora_cfg.model], config=qlora_cfg)
+print(format_estimate(estimate, qlora_cfg))
+qlora_gb = next(r["total"] for r in estimate if r["method"] == "QLoRA") / 1e9
+print(f"\nQLoRA with this config: about {qlora_gb:.1f} GB estimated, plus 0.3-1 GB of CUDA context; not measured")
 
 # %% [markdown]
 # ## The same from the command line
@@ -438,15 +456,23 @@ print(open(Path(vlmstudy.__file__).resolve().parent.parent / "configs" / "llava_
 # %% [markdown]
 # ## Checks
 #
-# The first block checks the mechanics and always passes. The second checks what the fine-tune
-# achieved; it fails if training did not work (or on an untrained placeholder stand-in).
+# The first block checks the mechanics: they hold for any weights, and fail if LoRA, the
+# trainable tokens or the saved files are wrong. The second checks what the fine-tune achieved; it fails if training did not work (or on an untrained placeholder stand-in).
 
 # %%
 assert before_new["eval_accuracy"] <= 0.05, "before fine-tuning the model never says brown"
-assert params["trainable"] < 0.1 * params["total"], "LoRA trains a small fraction of the weights"
+# LoRA's count, worked out from the adapted layers themselves: r (d_in + d_out) numbers per layer
+from peft.tuners.lora import LoraLayer
+
+adapted = [m for m in result.model.modules() if isinstance(m, LoraLayer)]
+assert kinds["LoRA A"] + kinds["LoRA B"] == sum(m.r[a] * (m.in_features + m.out_features) for m in adapted for a in m.lora_A), \
+    "LoRA adds r x (d_in + d_out) trainable numbers per adapted layer"
+assert params["trainable"] == sum(kinds.values()), "the run's trainable count = the parameters that get gradients"
+assert not any(p.requires_grad for n, p in result.model.named_parameters() if "vision_tower" in n), "the vision tower stays frozen"
 assert (out / "adapter" / "adapter_model.safetensors").is_file() and (merged_dir / "model.safetensors").is_file()
 assert [p.name for p in (out / "checkpoints").iterdir()] and (out / "run.json").is_file()
-assert sweep_r[16]["trainable"] > sweep_r[1]["trainable"], "trainable parameters grow with r"
+t1, t8, t16 = (sweep_r[r]["trainable"] for r in (1, 8, 16))
+assert 7 * (t16 - t8) == 8 * (t8 - t1) and t8 > t1, "the trainable count is linear in r (plus brown's fixed rows)"
 print("mechanics: all checks passed")
 
 # %%
