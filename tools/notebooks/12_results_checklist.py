@@ -14,7 +14,7 @@
 
 # %%
 import vlmstudy
-from vlmstudy import checklist, evaluation, plotting, widgets
+from vlmstudy import checklist, evaluation, plotting, shapes, widgets
 
 vlmstudy.seed_everything(0)
 run = checklist.run_checklist(n_images=10, progress=False)   # 10 test images x 3 prompts x 5 models, greedy
@@ -193,10 +193,34 @@ photo_grid
 # printed beside its published figure.
 
 # %%
-assert len(run.scenes) >= 10 and len(run.prompts) == 3 and len(run.results) == 10 * 3 * len(run.models)
-assert all(r.correct == evaluation.answer_matches(r.answer, r.truth) for r in run.results)
-assert len(failures) == 5 and all(not f.result.correct for f in failures), "five wrong answers, found automatically"
-assert all(f.hypothesis and f.category for f in failures)
+assert len(run.results) == len(run.scenes) * len(run.prompts) * len(run.models), "one answer per picture, prompt and model"
+# Each truth and question, worked out again from the scene itself (the first object is the one asked about)
+for r in run.results:
+    first = r.scene.objects[0]
+    assert r.truth == {"count": shapes.COUNT_WORDS[len(r.scene.objects)], "colour": first.color,
+                       "shape": first.shape}[r.kind], f"wrong truth for {r.question!r}"
+    assert r.kind == "count" or shapes.POSITION_PHRASES[first.position] in r.question, "the question names its object"
+# The ticks follow the VQA normalisation, and the accuracies count them
+assert evaluation.answer_matches("Two.", "two") and evaluation.answer_matches("2", "two")
+assert not evaluation.answer_matches("blue", "red") and not evaluation.answer_matches("", "red")
+for m, acc in run.accuracy().items():
+    mine = [r.correct for r in run.results if r.model == m]
+    assert abs(acc - sum(mine) / len(mine)) < 1e-12, f"{m}: accuracy must be the share of ticks"
+# Each failure is wrong, and its rule's category holds in the scene
+assert len(failures) == 5 and not any(evaluation.answer_matches(f.result.answer, f.result.truth) for f in failures)
+for f in failures:
+    said = shapes.normalize_text(f.result.answer).split()
+    objects = f.result.scene.objects
+    if f.category == "binding":   # the answer is an attribute of another object, not of the asked one
+        attr = "color" if f.result.kind == "colour" else "shape"
+        assert any(getattr(o, attr) in said for o in objects[1:]) and getattr(objects[0], attr) not in said
+    if f.category in ("undercount", "overcount"):
+        told = next(n for n, w in shapes.COUNT_WORDS.items() if w in said or str(n) in said)
+        assert (told < len(objects)) == (f.category == "undercount"), f"{f.category}: said {told} of {len(objects)}"
+# retest_alone keeps only the asked-about object (count questions keep the scene)
+for f, again in zip(failures, retests):
+    kept = f.result.scene.objects if f.result.kind == "count" else f.result.scene.objects[:1]
+    assert again.scene.objects == kept and again.question == f.result.question and again.truth == f.result.truth
 html_text = report.read_text()
 assert "Failure cases" in html_text and html_text.count("<tr><td><img") == len(run.scenes) + len(failures)
 assert demo.answers and demo.answers[-1]["seconds"] > 0 and demo.last_error is None
@@ -209,10 +233,11 @@ print("mechanics: all checks passed")
 
 # %%
 # Each model's floor: its card's accuracy (per question kind where the card has it) minus two
-# standard errors of its 30 answers here. Guessing among 8 colours / 6 shapes / 3 counts would
-# score about 0.2.
+# standard errors of its 30 answers here. Guessing, for comparison: one of 8 colours, 6 shapes or
+# 3 counts, averaged over the three prompts (printed).
 mean_accuracy = sum(r.correct for r in run.results) / len(run.results)
-print(f"mean accuracy over the grid {mean_accuracy:.2f}")
+guessing = (1 / len(shapes.COLORS) + 1 / len(shapes.SHAPES) + 1 / len(shapes.COUNT_WORDS)) / 3
+print(f"mean accuracy over the grid {mean_accuracy:.2f}; guessing would score {guessing:.2f}")
 for name in run.models:
     rows = [r for r in run.results if r.model == name]
     evaluation.check_quality(name, checklist.CARD_METRICS[name], sum(r.correct for r in rows) / len(rows),
