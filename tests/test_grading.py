@@ -330,6 +330,48 @@ def build_prompt(messages, add_generation_prompt=True):
     return out + "ASSISTANT:"
 ''',
     },
+    ("09_anyres_tokens", "best_resolution"): {
+        "upscaling counts as kept pixels": '''
+def best_resolution(image_hw, pinpoints):
+    height, width = image_hw
+    def key(p):
+        scale = min(p[1] / width, p[0] / height)
+        kept = int(width * scale) * int(height * scale)
+        return (kept, -(p[0] * p[1] - kept))
+    return tuple(max(pinpoints, key=key))
+''',
+        "no tie-break on padding": '''
+def best_resolution(image_hw, pinpoints):
+    height, width = image_hw
+    def kept(p):
+        scale = min(p[1] / width, p[0] / height)
+        return min(int(width * scale) * int(height * scale), width * height)
+    return tuple(max(pinpoints, key=kept))
+''',
+    },
+    ("09_anyres_tokens", "image_tokens"): {
+        "padding kept": '''
+def image_tokens(image_hw, pinpoints, tile, patch):
+    best_h, best_w = best_resolution(image_hw, pinpoints)
+    side = tile // patch
+    rows, cols = side * (best_h // tile), side * (best_w // tile)
+    return side * side + rows * cols + rows
+''',
+        "unpadding the wrong way round": '''
+def image_tokens(image_hw, pinpoints, tile, patch):
+    height, width = image_hw
+    best_h, best_w = best_resolution(image_hw, pinpoints)
+    side = tile // patch
+    rows, cols = side * (best_h // tile), side * (best_w // tile)
+    if width / height < cols / rows:
+        kept = int(round(height * (cols / width), 7))
+        rows -= 2 * ((rows - kept) // 2)
+    else:
+        kept = int(round(width * (rows / height), 7))
+        cols -= 2 * ((cols - kept) // 2)
+    return side * side + rows * cols + rows
+''',
+    },
 }
 
 
@@ -355,6 +397,8 @@ BROKEN = {  # one looping member per part; crashing ones raise instead
     "answer_matches": "def answer_matches(answer, truth):{body}",
     "footprint_bytes": "def footprint_bytes(tensors, precision, dtype='fp16'):{body}",
     "build_prompt": "def build_prompt(messages, add_generation_prompt=True):{body}",
+    "best_resolution": "def best_resolution(image_hw, pinpoints):{body}",
+    "image_tokens": "def image_tokens(image_hw, pinpoints, tile, patch):{body}",
 }
 
 

@@ -43,6 +43,7 @@ def __getattr__(name: str):
 __all__ = [
     "check", "hidden_checks", "load_quietly", "check_search", "check_chatbot", "check_class_embeddings", "check_zero_shot_probs",
     "check_clip_loss", "check_rollout", "check_normalize_answer", "check_answer_matches", "check_footprint", "check_prompt",
+    "check_best_resolution", "check_image_tokens",
     "EXERCISES", "Exercise", "Part", "Check", "CheckFailed", "Report",
     "get_exercise", "get_part", "run_checks",
 ]
@@ -121,6 +122,16 @@ def check_footprint(fn) -> Report:
 def check_prompt(fn) -> Report:
     """Exercise 08: check ``build_prompt(messages, add_generation_prompt=True)``."""
     return check("08_chat_prompt", "prompt", fn)
+
+
+def check_best_resolution(fn) -> Report:
+    """Exercise 09, part 1: check ``best_resolution(image_hw, pinpoints)``."""
+    return check("09_anyres_tokens", "best_resolution", fn)
+
+
+def check_image_tokens(fn) -> Report:
+    """Exercise 09, part 2: check ``image_tokens(image_hw, pinpoints, tile, patch)``."""
+    return check("09_anyres_tokens", "image_tokens", fn)
 
 
 def load_quietly(name: str):

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from . import chat, loss, memory, prompt, rollout, search, vqa, zero_shot
+from . import anyres, chat, loss, memory, prompt, rollout, search, vqa, zero_shot
 from .core import Check
 
 __all__ = ["Part", "Exercise", "EXERCISES", "get_exercise", "get_part"]
@@ -87,6 +87,11 @@ EXERCISES: dict[str, Exercise] = {ex.name: ex for ex in [
     Exercise("08_chat_prompt", "A chat prompt, built by hand", (
         Part("prompt", "build_prompt: LLaVA-1.5's chat template as Python", prompt.TARGET, tuple(prompt.CHECKS),
              ("vlmstudy.generation.chat_prompt", "vlmstudy.tasks.ChatSession.render")),)),
+    Exercise("09_anyres_tokens", "Any-resolution tiles and image tokens (LLaVA-NeXT)", (
+        Part("best_resolution", "best_resolution: the canvas LLaVA-NeXT picks", anyres.BEST_TARGET,
+             tuple(anyres.BEST_CHECKS), ("vlmstudy.tasks.anyres_layout",)),
+        Part("image_tokens", "image_tokens: the <image> tokens of one image", anyres.TOKENS_TARGET,
+             tuple(anyres.TOKENS_CHECKS), ("vlmstudy.tasks.image_token_count",)))),
 ]}
 
 

@@ -29,6 +29,7 @@ check_search = check_chatbot = check_class_embeddings = check_zero_shot_probs = 
 check_clip_loss = check_rollout = _graded_elsewhere
 check_normalize_answer = check_answer_matches = _graded_elsewhere
 check_footprint = check_prompt = _graded_elsewhere
+check_best_resolution = check_image_tokens = _graded_elsewhere
 
 
 def load_quietly(name: str):
