@@ -395,9 +395,10 @@ fig.tight_layout()
 # %% [markdown]
 # ## Step 9: QLoRA, on a GPU
 #
-# LLaVA-1.5-7B in fp16 is 14.1 GB before any training memory. **QLoRA**
+# LLaVA-1.5-7B's weights in fp16 are about 14.1 GB before any training memory (an estimate from
+# the architecture, as in notebook 10; the estimator's table below prints it). **QLoRA**
 # ([Dettmers et al., 2023](https://arxiv.org/abs/2305.14314)) loads the frozen base in 4-bit NF4
-# (~3.9 GB) and trains LoRA adapters in 16/32 bits *through* the quantized weights. In the config
+# (about 4 GB with its scales, same table) and trains LoRA adapters in 16/32 bits *through* the quantized weights. In the config
 # that is one line, `quantization: nf4` (or `int8`); the code calls
 # `peft.prepare_model_for_kbit_training` (frozen base, norms and embeddings in fp32, gradient
 # checkpointing). bitsandbytes' 4-bit training kernels need a CUDA GPU: **on a CPU the run says so
