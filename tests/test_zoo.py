@@ -81,6 +81,7 @@ def test_evaluate_command_exit_code(subprocess_env):
     assert ok.returncode == (0 if line["targets_met"] else 1), ok.stderr
 
 
+@pytest.mark.slow  # a training loop (issue 23 tiers)
 def test_micro_training_run_saves_a_loadable_model(tmp_path):
     from vlmstudy.zoo.train import train_model
 

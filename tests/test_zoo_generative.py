@@ -89,6 +89,7 @@ def test_model_card_and_small_sample_evaluation(name):
         assert check.asserted and check.passed, str(check)
 
 
+@pytest.mark.slow  # a training loop (issue 23 tiers)
 def test_micro_training_run_lowers_the_loss(tmp_path):
     """A generative family trains for a few seconds and its loss goes down."""
     from transformers import CLIPModel
