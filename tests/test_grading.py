@@ -372,6 +372,24 @@ def image_tokens(image_hw, pinpoints, tile, patch):
     return side * side + rows * cols + rows
 ''',
     },
+    ("10_qformer_shapes", "shapes"): {
+        "no class token, one cross-attention per frequency": '''
+def qformer_shapes(config, batch):
+    queries = (batch, config["num_query_tokens"], config["qformer_hidden"])
+    return {"vision": (batch, (config["image_size"] // config["patch_size"]) ** 2, config["vision_hidden"]),
+            "queries": queries, "qformer": queries,
+            "language": (batch, config["num_query_tokens"], config["text_hidden"]),
+            "cross_attention_layers": config["qformer_layers"] // config["cross_attention_frequency"]}
+''',
+        "the Q-Former keeps the image's tokens": '''
+def qformer_shapes(config, batch):
+    tokens = 1 + (config["image_size"] // config["patch_size"]) ** 2
+    return {"vision": (batch, tokens, config["vision_hidden"]),
+            "queries": (batch, config["num_query_tokens"], config["qformer_hidden"]),
+            "qformer": (batch, tokens, config["qformer_hidden"]), "language": (batch, tokens, config["text_hidden"]),
+            "cross_attention_layers": math.ceil(config["qformer_layers"] / config["cross_attention_frequency"])}
+''',
+    },
 }
 
 
@@ -399,6 +417,7 @@ BROKEN = {  # one looping member per part; crashing ones raise instead
     "build_prompt": "def build_prompt(messages, add_generation_prompt=True):{body}",
     "best_resolution": "def best_resolution(image_hw, pinpoints):{body}",
     "image_tokens": "def image_tokens(image_hw, pinpoints, tile, patch):{body}",
+    "qformer_shapes": "def qformer_shapes(config, batch):{body}",
 }
 
 

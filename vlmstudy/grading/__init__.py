@@ -43,7 +43,7 @@ def __getattr__(name: str):
 __all__ = [
     "check", "hidden_checks", "load_quietly", "check_search", "check_chatbot", "check_class_embeddings", "check_zero_shot_probs",
     "check_clip_loss", "check_rollout", "check_normalize_answer", "check_answer_matches", "check_footprint", "check_prompt",
-    "check_best_resolution", "check_image_tokens",
+    "check_best_resolution", "check_image_tokens", "check_qformer_shapes",
     "EXERCISES", "Exercise", "Part", "Check", "CheckFailed", "Report",
     "get_exercise", "get_part", "run_checks",
 ]
@@ -132,6 +132,11 @@ def check_best_resolution(fn) -> Report:
 def check_image_tokens(fn) -> Report:
     """Exercise 09, part 2: check ``image_tokens(image_hw, pinpoints, tile, patch)``."""
     return check("09_anyres_tokens", "image_tokens", fn)
+
+
+def check_qformer_shapes(fn) -> Report:
+    """Exercise 10: check ``qformer_shapes(config, batch)``."""
+    return check("10_qformer_shapes", "shapes", fn)
 
 
 def load_quietly(name: str):

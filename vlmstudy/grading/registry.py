@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from . import anyres, chat, loss, memory, prompt, rollout, search, vqa, zero_shot
+from . import anyres, chat, loss, memory, prompt, qformer, rollout, search, vqa, zero_shot
 from .core import Check
 
 __all__ = ["Part", "Exercise", "EXERCISES", "get_exercise", "get_part"]
@@ -92,6 +92,9 @@ EXERCISES: dict[str, Exercise] = {ex.name: ex for ex in [
              tuple(anyres.BEST_CHECKS), ("vlmstudy.tasks.anyres_layout",)),
         Part("image_tokens", "image_tokens: the <image> tokens of one image", anyres.TOKENS_TARGET,
              tuple(anyres.TOKENS_CHECKS), ("vlmstudy.tasks.image_token_count",)))),
+    Exercise("10_qformer_shapes", "The Q-Former's queries and shapes (BLIP-2)", (
+        Part("shapes", "qformer_shapes: from the config to every shape", qformer.TARGET, tuple(qformer.CHECKS),
+             ("vlmstudy.zoo.table.build_on_meta",)),)),
 ]}
 
 
