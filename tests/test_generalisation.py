@@ -21,7 +21,6 @@ from vlmstudy.zoo.common import is_varied, metrics_table
 from vlmstudy.zoo.evaluate import CONDITIONS, HEADLINE, TARGETS, accuracy_by_condition, draw_scenes
 from vlmstudy.zoo.tokenizer import build_tokenizer
 
-
 # ----------------------------------------------------------------------------- phrasings
 
 def test_the_canonical_wording_is_the_first_training_template_of_every_form():
@@ -140,8 +139,9 @@ def test_varied_share_is_a_fixed_fraction_and_follows_the_texture_seed():
 
 
 def test_the_second_renderer_is_not_used_by_training_code():
-    import vlmstudy.zoo as zoo_pkg
     from pathlib import Path
+
+    import vlmstudy.zoo as zoo_pkg
 
     for path in Path(zoo_pkg.__file__).parent.glob("train*.py"):
         assert "second_renderer" not in path.read_text(), path

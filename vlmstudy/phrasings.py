@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import random
 import re
-from typing import Mapping
+from collections.abc import Mapping
 
 PHRASING_SETS = ("train", "heldout")
 

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -119,7 +119,7 @@ class Scene:
                 "texture_seed": self.texture_seed}
 
     @classmethod
-    def from_dict(cls, data: dict) -> "Scene":
+    def from_dict(cls, data: dict) -> Scene:
         return cls(tuple(ShapeObject(**o) for o in data["objects"]), tuple(data["background"]), data["texture_seed"])
 
 

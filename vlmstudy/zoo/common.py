@@ -6,8 +6,8 @@ import json
 import math
 import platform
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -112,6 +112,10 @@ def dir_size_mb(path: Path) -> float:
     return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file()) / 1e6
 
 
+def _device_text(record: dict) -> str:
+    return record.get("device", f"{record.get('threads', '?')} CPU threads")
+
+
 def write_model_card(out_dir: Path, card_name: str, title: str, config: dict, command: str,
                      seconds: float, seed: int, metrics: dict, notes: Sequence[str] = (),
                      record: dict | None = None) -> None:
@@ -132,18 +136,23 @@ def write_model_card(out_dir: Path, card_name: str, title: str, config: dict, co
         "A tiny stand-in trained by vlmstudy's own code on ShapesWorld scenes; it loads with the same",
         "classes and processor as the real checkpoint, only small. Not a real model of natural images.", "",
         f"- replaces: `{card_name}`",
-        f"- trained with: `{command}` (seed {seed}, {seconds:.0f} s on {record.get('device', str(record.get('threads', '?')) + ' CPU threads')})",
+        f"- trained with: `{command}` (seed {seed}, {seconds:.0f} s on {_device_text(record)})",
         f"- parameters: {config.get('parameters', '?'):,}" if isinstance(config.get("parameters"), int) else "",
         "", "## Metrics (held-out test scenes)", "",
     ]
     lines += metrics_table(metrics)
     if record.get("metrics_command"):
         lines += ["", f"Metrics measured by `{record['metrics_command']}`."]
+    if config.get("stages"):
+        lines += ["", "## Training stages", "", "| stage | steps | seconds | loss first -> last |", "|---|---|---|---|"]
+        lines += [f"| {st['stage']} | {st['steps']} | {st['seconds']} | {st['loss_first_last'][0]} -> "
+                  f"{st['loss_first_last'][1]} |" for st in config["stages"]]
     curve = config.get("curve_zero_shot_val")
     if curve:
         lines += ["", "## Training curve (zero-shot accuracy on 200 val scenes)", "", "| step | seconds | accuracy |",
                   "|---|---|---|"] + [f"| {s} | {t} | {a} |" for s, t, a in curve]
-    lines += ["", "## Config", "", "```json", json.dumps({k: v for k, v in config.items() if k != "curve_zero_shot_val"},
+    shown = {k: v for k, v in config.items() if k not in ("curve_zero_shot_val", "stages")}
+    lines += ["", "## Config", "", "```json", json.dumps(shown,
                                                       indent=2), "```", *notes, ""]
     (out_dir / "README.md").write_text("\n".join(line for line in lines if line is not None))
 

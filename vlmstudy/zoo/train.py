@@ -141,9 +141,9 @@ def train_model(name: str, models_dir: str | Path | None = None, progress: bool 
         config["curve_zero_shot_val"] = [[h["step"], h["seconds"], h["zero_shot_val"]] for h in curve]
     failures = check_targets(card.name, metrics)
     notes = ["", "## Targets", ""] + ([f"- NOT MET: {f}" for f in failures] or ["- all met"])
+    uses_distilled = card.name.startswith("blip") or card.name == "instructblip"
     write_model_card(out, card.hub_id, f"tiny stand-in for {card.hub_id}", config,
-                     _command(card.name, steps, distill_steps if card.name.startswith("blip") or card.name == "instructblip" else None,
-                              batch), seconds,
+                     _command(card.name, steps, distill_steps if uses_distilled else None, batch), seconds,
                      cfg.seed, metrics, notes)
     return {"name": card.name, "seconds": round(seconds, 1), "metrics": metrics, "failures": failures,
             "history": history}

@@ -18,8 +18,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
-from transformers import (CLIPConfig, CLIPImageProcessorPil, CLIPModel, CLIPProcessor, SiglipConfig,
-                          SiglipImageProcessorPil, SiglipModel, SiglipProcessor)
+from transformers import (
+    CLIPConfig,
+    CLIPImageProcessorPil,
+    CLIPModel,
+    CLIPProcessor,
+    SiglipConfig,
+    SiglipImageProcessorPil,
+    SiglipModel,
+    SiglipProcessor,
+)
 
 from .. import shapes
 from ..settings import seed_everything
@@ -107,7 +115,8 @@ def quick_zero_shot(model, tok, padding, mean, std, n: int = 200) -> float:
     classes = [f"{c} {s}" for c in shapes.COLORS for s in shapes.SHAPES]
     from .common import render_many as _render
 
-    img = F.normalize(model.get_image_features(pixel_values=to_pixels(_render(scenes, 64, False), mean, std).to(device)).pooler_output, dim=-1)
+    pixels = to_pixels(_render(scenes, 64, False), mean, std).to(device)
+    img = F.normalize(model.get_image_features(pixel_values=pixels).pooler_output, dim=-1)
     enc = to_device(tok([f"a photo of a {c}." for c in classes], padding=padding, return_tensors="pt"), device)
     txt = F.normalize(model.get_text_features(**enc).pooler_output, dim=-1)
     pred = (img @ txt.T).argmax(dim=1)

@@ -15,6 +15,7 @@ from .. import phrasings, shapes
 from ..prompting import ids, sample_prompt
 from ..settings import seed_everything
 from .build_generative import EOS_ID
+from .train_loop import pad_batch, train_loop
 
 
 def text_example(processor, scene: shapes.Scene, rng: random.Random, paraphrase_share: float) -> list[int]:
@@ -39,7 +40,6 @@ def pretrain_language_model(language_model, lm_head, processor, cfg, progress: b
     import torch
     import torch.nn.functional as F
 
-    from .train_generative import pad_batch, train_loop
 
     seed_everything(cfg.seed + 1)
     scenes = shapes.make_scenes("train", cfg.pool, seed=cfg.seed + 1)
