@@ -390,6 +390,35 @@ def qformer_shapes(config, batch):
             "cross_attention_layers": math.ceil(config["qformer_layers"] / config["cross_attention_frequency"])}
 ''',
     },
+    ("11_lora_budget", "lora_params"): {
+        "substring match": '''
+def lora_params(layers, r, targets):
+    return sum(r * (i + o) for name, (i, o) in layers.items() if any(t in name for t in targets))
+''',
+        "only the decoder layers": '''
+def lora_params(layers, r, targets):
+    return sum(r * (i + o) for name, (i, o) in layers.items()
+               if name.startswith("model.layers.") and name.split(".")[-1] in targets)
+''',
+    },
+    ("11_lora_budget", "lora_for_budget"): {
+        "strictly below the budget": '''
+def lora_for_budget(layers, targets, budget):
+    for r in (256, 128, 64, 32, 16, 8, 4, 2, 1):
+        params = lora_params(layers, r, targets)
+        if 0 < params < budget:
+            return {"r": r, "lora_alpha": 2 * r, "target_modules": sorted(targets), "params": params}
+    raise ValueError("too small")
+''',
+        "alpha = r, targets as given": '''
+def lora_for_budget(layers, targets, budget):
+    for r in (256, 128, 64, 32, 16, 8, 4, 2, 1):
+        params = lora_params(layers, r, targets)
+        if 0 < params <= budget:
+            return {"r": r, "lora_alpha": r, "target_modules": list(targets)[::-1], "params": params}
+    raise ValueError("too small")
+''',
+    },
 }
 
 
@@ -418,6 +447,8 @@ BROKEN = {  # one looping member per part; crashing ones raise instead
     "best_resolution": "def best_resolution(image_hw, pinpoints):{body}",
     "image_tokens": "def image_tokens(image_hw, pinpoints, tile, patch):{body}",
     "qformer_shapes": "def qformer_shapes(config, batch):{body}",
+    "lora_params": "def lora_params(layers, r, targets):{body}",
+    "lora_for_budget": "def lora_for_budget(layers, targets, budget):{body}",
 }
 
 

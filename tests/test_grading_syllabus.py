@@ -65,7 +65,7 @@ def _fake(exercise) -> list[str]:
     modules = sorted({c.func.__module__ for p in ex.parts for c in p.checks})
     cells = [FAKE.format(modules=modules, solution=str(build.SOLUTIONS_DIR / f"{exercise}.ipynb"),
                          master=str(build.MASTERS_DIR / f"{exercise}.py"), points=ex.max_points)]
-    cells += [FAKE_TARGET.format(target=p.target, reference=p.references[0]) for p in ex.parts]
+    cells += [FAKE_TARGET.format(target=p.target, reference=(p.references or ex.references)[0]) for p in ex.parts]
     return cells
 
 

@@ -43,7 +43,8 @@ def __getattr__(name: str):
 __all__ = [
     "check", "hidden_checks", "load_quietly", "check_search", "check_chatbot", "check_class_embeddings", "check_zero_shot_probs",
     "check_clip_loss", "check_rollout", "check_normalize_answer", "check_answer_matches", "check_footprint", "check_prompt",
-    "check_best_resolution", "check_image_tokens", "check_qformer_shapes",
+    "check_best_resolution", "check_image_tokens", "check_qformer_shapes", "check_lora_params",
+    "check_lora_for_budget",
     "EXERCISES", "Exercise", "Part", "Check", "CheckFailed", "Report",
     "get_exercise", "get_part", "run_checks",
 ]
@@ -137,6 +138,16 @@ def check_image_tokens(fn) -> Report:
 def check_qformer_shapes(fn) -> Report:
     """Exercise 10: check ``qformer_shapes(config, batch)``."""
     return check("10_qformer_shapes", "shapes", fn)
+
+
+def check_lora_params(fn) -> Report:
+    """Exercise 11, part 1: check ``lora_params(layers, r, targets)``."""
+    return check("11_lora_budget", "lora_params", fn)
+
+
+def check_lora_for_budget(fn) -> Report:
+    """Exercise 11, part 2: check ``lora_for_budget(layers, targets, budget)``."""
+    return check("11_lora_budget", "lora_for_budget", fn)
 
 
 def load_quietly(name: str):

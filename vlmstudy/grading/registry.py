@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from . import anyres, chat, loss, memory, prompt, qformer, rollout, search, vqa, zero_shot
+from . import anyres, chat, lora, loss, memory, prompt, qformer, rollout, search, vqa, zero_shot
 from .core import Check
 
 __all__ = ["Part", "Exercise", "EXERCISES", "get_exercise", "get_part"]
@@ -95,6 +95,11 @@ EXERCISES: dict[str, Exercise] = {ex.name: ex for ex in [
     Exercise("10_qformer_shapes", "The Q-Former's queries and shapes (BLIP-2)", (
         Part("shapes", "qformer_shapes: from the config to every shape", qformer.TARGET, tuple(qformer.CHECKS),
              ("vlmstudy.zoo.table.build_on_meta",)),)),
+    Exercise("11_lora_budget", "A LoRA configuration for a target budget", (
+        Part("lora_params", "lora_params: what peft trains", lora.PARAMS_TARGET, tuple(lora.PARAMS_CHECKS),
+             ("vlmstudy.finetune.memory.lora_parameters",)),
+        Part("lora_for_budget", "lora_for_budget: the largest rank that fits", lora.BUDGET_TARGET,
+             tuple(lora.BUDGET_CHECKS), ()))),
 ]}
 
 
