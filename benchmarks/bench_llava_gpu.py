@@ -55,6 +55,7 @@ if str(REPO) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(REPO))
 
 from vlmstudy.benchmarking import llava_image_tokens, small_llava_config  # noqa: E402
+
 RESULTS = REPO / "benchmarks" / "results"
 DEFAULT_OUT = RESULTS / "llava_gpu.json"
 SMALL_OUT = RESULTS / "llava_gpu_small.json"
@@ -274,8 +275,9 @@ def run(args) -> dict:
     return {
         "benchmark": "llava_gpu", "date": time.strftime("%Y-%m-%d %H:%M:%S"),
         "device": _device_name(device), "device_type": dev_type, "versions": versions,
-        "config": {"small": args.small, "model": ("small LLaVA config (vlmstudy.benchmarking.small_llava_config)" if args.small else
-                                                  "llava-hf/llava-1.5-7b-hf architecture (real_config('llava')), random weights"),
+        "config": {"small": args.small,
+                   "model": ("small LLaVA config (vlmstudy.benchmarking.small_llava_config)" if args.small else
+                             "llava-hf/llava-1.5-7b-hf architecture (real_config('llava')), random weights"),
                    "parameters": params, "vision_parameters": vision, "image_tokens": n_img,
                    "prompt_tokens": prompt_tokens, "new_tokens": args.new_tokens, "batch_size": 1,
                    "repeats": args.repeats, "seed": args.seed, "dtype": "float16"},

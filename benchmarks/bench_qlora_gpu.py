@@ -61,6 +61,7 @@ if str(REPO) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(REPO))
 
 from vlmstudy.benchmarking import llava_image_tokens, small_llava_config  # noqa: E402
+
 RESULTS = REPO / "benchmarks" / "results"
 DEFAULT_OUT = RESULTS / "qlora_gpu.json"
 SMALL_OUT = RESULTS / "qlora_gpu_small.json"

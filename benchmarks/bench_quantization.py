@@ -36,6 +36,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from vlmstudy.benchmarking import busy_warning  # noqa: E402
+
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "quantization_cpu.json"
 
 

@@ -13,14 +13,13 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from test_finetune import one_thread, shapes_data, tiny_llava_dir  # noqa: F401  (fixtures)
 
 from vlmstudy import data
 from vlmstudy.cli import main as cli_main
 from vlmstudy.errors import ConfigError
 from vlmstudy.finetune import checkpoint as ckpt
 from vlmstudy.finetune import finetune, load_config
-
-from test_finetune import one_thread, shapes_data, tiny_llava_dir  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.slow  # test tier (issue 23; pyproject.toml, CONTRIBUTING.md)
 

@@ -12,8 +12,8 @@ import torch
 
 import vlmstudy
 from vlmstudy import precision_benchmark, quantize
-from vlmstudy.zoo import loading
 from vlmstudy.errors import ConfigError
+from vlmstudy.zoo import loading
 
 BNB = importlib.util.find_spec("bitsandbytes") is not None
 needs_bnb = pytest.mark.skipif(not BNB or not quantize.bitsandbytes_status()[0], reason="bitsandbytes not usable here")

@@ -31,8 +31,8 @@ numbers are the same, SDPA is only faster).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -100,7 +100,7 @@ class CrossAttention(nn.Module):
         return out, weights
 
     @classmethod
-    def from_hf(cls, layer: nn.Module) -> "CrossAttention":
+    def from_hf(cls, layer: nn.Module) -> CrossAttention:
         """A copy of a transformers cross-attention layer, with its weights.
 
         layer: a whole attention block, ``BlipTextAttention`` (``model.text_decoder.bert.encoder.

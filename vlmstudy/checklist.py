@@ -27,9 +27,9 @@ from __future__ import annotations
 import base64
 import html
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 from . import shapes
 from .errors import ConfigError, check_positive_int

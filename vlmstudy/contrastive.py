@@ -6,8 +6,8 @@ Shapes: images -> ``(N, D)`` unit vectors, texts -> ``(M, D)`` unit vectors, sim
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 import torch.nn.functional as F

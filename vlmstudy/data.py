@@ -41,9 +41,10 @@ import os
 import re
 import sys
 import warnings
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from .errors import DataFormatError
 
@@ -335,7 +336,7 @@ class Dataset:
     def __iter__(self):
         return iter(self.records)
 
-    def examples(self) -> list["Example"]:
+    def examples(self) -> list[Example]:
         return to_examples(self.records, self.format)
 
     def __repr__(self) -> str:

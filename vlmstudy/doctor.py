@@ -16,7 +16,8 @@ import platform
 import re
 import sys
 import warnings
-from typing import Iterable, TextIO
+from collections.abc import Iterable
+from typing import TextIO
 
 from . import settings
 from .errors import VlmStudyError

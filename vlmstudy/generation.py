@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 
 from .errors import ConfigError, check_positive_int
 from .images import load_image
+
 # to_model is this module's name for it too (notebooks: from vlmstudy.generation import to_model)
 from .torch_utils import left_padding, model_device_dtype, to_model  # noqa: F401
 
@@ -96,7 +97,7 @@ class GenerationSettings:
             return "beam sample" if self.num_beams > 1 else "sample"
         return "beam" if self.num_beams > 1 else "greedy"
 
-    def replace(self, **changes) -> "GenerationSettings":
+    def replace(self, **changes) -> GenerationSettings:
         """A copy with some fields changed (unknown names raise :class:`ConfigError`)."""
         _check_names(changes)
         return dataclasses.replace(self, **changes)

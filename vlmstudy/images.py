@@ -23,7 +23,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import ImageError, ImageTooLargeError, NotAnImageError
 
-ImageLike = Union[str, os.PathLike, Image.Image, np.ndarray, bytes, bytearray]
+ImageLike = Union[str, os.PathLike, Image.Image, np.ndarray, bytes, bytearray]  # noqa: UP007 (a runtime alias)
 
 #: Larger images are refused before decoding (decompression-bomb guard): 64 megapixels.
 MAX_PIXELS = 64_000_000
@@ -164,7 +164,8 @@ def load_image_bytes(data: bytes | bytearray | memoryview, max_pixels: int = MAX
 def _finish(img: Image.Image, max_pixels: int) -> Image.Image:
     """The checks and conversions every decoded image goes through: size, EXIF rotation, RGB."""
     if img.width * img.height > max_pixels:
-        raise ImageTooLargeError(f"The image is {img.width} x {img.height} pixels, more than the {max_pixels:,} allowed; downscale it first.")
+        raise ImageTooLargeError(f"The image is {img.width} x {img.height} pixels, more than the {max_pixels:,} "
+                                 "allowed; downscale it first.")
     if img.width == 0 or img.height == 0:
         raise ImageError("The image has zero width or height.")
     if max(img.width, img.height) > MAX_ASPECT_RATIO * min(img.width, img.height):

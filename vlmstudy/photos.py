@@ -20,8 +20,8 @@ from :data:`CATALOGUE` (which records each photo's source, author and licence).
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Sequence
 
 from .errors import ConfigError, ImageError
 

@@ -10,14 +10,13 @@ from __future__ import annotations
 import contextvars
 import math
 import textwrap
+from collections.abc import Sequence
 from contextlib import contextmanager
-from typing import Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
 
 from .errors import PlotError
-
 
 #: True inside :func:`offscreen`: the figures are built without pyplot.
 _OFFSCREEN = contextvars.ContextVar("vlmstudy_plotting_offscreen", default=False)
@@ -631,7 +630,8 @@ def heatmap_grid(images, maps, titles: Sequence[str] | None = None, cols: int | 
 
     images: one image for every map (a word's map on the same picture) or one per map. Each map
     is upsampled bilinearly and scaled to [0, 1] as in :func:`overlay_heatmap` (drawn more opaque
-    where it is high, so the picture shows through elsewhere); its peak is marked with a white ``+``. show_image: a first panel with the bare image. Returns the figure.
+    where it is high, so the picture shows through elsewhere); its peak is marked with a white ``+``.
+    show_image: a first panel with the bare image. Returns the figure.
     """
     m = _array(maps, "maps")
     if m.ndim == 2:

@@ -16,17 +16,31 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from . import shapes
-from .attention import (_answer_ids, _blip_cross_attentions, _blip_text_ids, _llava_batch, _llava_maps,
-                        _pixels, _record, _to_grid, clip_gradcam, clip_relevancy, cls_attention_map,
-                        llava_answer_relevancy, patch_grid, rollout_map, vision_attentions)
+from .attention import (
+    _answer_ids,
+    _blip_cross_attentions,
+    _blip_text_ids,
+    _llava_batch,
+    _llava_maps,
+    _pixels,
+    _record,
+    _to_grid,
+    clip_gradcam,
+    clip_relevancy,
+    cls_attention_map,
+    llava_answer_relevancy,
+    patch_grid,
+    rollout_map,
+    vision_attentions,
+)
 from .errors import ConfigError
 from .torch_utils import model_device_dtype
 

@@ -13,8 +13,8 @@ import json
 import os
 import statistics
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import torch
 
@@ -197,7 +197,7 @@ def format_rows(rows: Sequence[dict], header: bool = True) -> str:
         if "error" in r:
             lines.append(f"{r['model']:<7} {r['precision']:<13} unavailable: {r['error']}")
             continue
-        ratio = lambda k, f: f"{r[k]:{f}}" if k in r else "-"  # noqa: E731
+        ratio = lambda k, f, r=r: f"{r[k]:{f}}" if k in r else "-"  # noqa: E731
         lines.append(f"{r['model']:<7} {r['precision']:<13} {r['footprint_mb']:7.2f} {ratio('size_ratio', '7.2f'):>7} "
                      f"{r['latency_ms']:9.1f} {ratio('latency_ratio', '7.2f'):>7} {r['accuracy']:8.3f} "
                      f"{ratio('accuracy_delta', '+7.3f'):>7}  {r['label'][:60]}")

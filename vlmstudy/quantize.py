@@ -43,7 +43,7 @@ from __future__ import annotations
 import contextlib
 import math
 import warnings
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import torch
 
@@ -500,7 +500,8 @@ def estimate(name_or_config, precision: str, dtype: torch.dtype | str | None = N
     return b["total"] if quant_state else b["memory_footprint"]
 
 
-def estimate_table(names: Iterable[str] | None = None, precisions: Sequence[str] = ("fp32", "fp16", "int8", "nf4", "nf4-dq")) -> list[dict]:
+def estimate_table(names: Iterable[str] | None = None,
+                   precisions: Sequence[str] = ("fp32", "fp16", "int8", "nf4", "nf4-dq")) -> list[dict]:
     """One row per zoo model: parameters and the estimated GB at each precision (with scales)."""
     from .zoo.registry import CARDS
 

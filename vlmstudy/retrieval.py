@@ -34,9 +34,10 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, NamedTuple, Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -301,7 +302,7 @@ class ImageIndex:
             t = t / norms
         return t.contiguous()
 
-    def add(self, vectors, ids: Sequence | None = None, metadata: Sequence | None = None) -> "ImageIndex":
+    def add(self, vectors, ids: Sequence | None = None, metadata: Sequence | None = None) -> ImageIndex:
         """Add ``(N, D)`` vectors (tensor or array). ids: unique ints or strings (default: the
         running integers ``len(index), len(index)+1, ...``). metadata: one entry per vector (a file
         path, a caption, a dict ...; JSON-serialisable if you want to save). Returns ``self``."""
@@ -418,7 +419,7 @@ class ImageIndex:
     def _auto_nprobe(self, nlist: int) -> int:
         return min(nlist, self._nprobe or max(8, math.ceil(nlist / 16)))
 
-    def build(self) -> "ImageIndex":
+    def build(self) -> ImageIndex:
         """Build the faiss index now (otherwise the first search does). No-op for ``exact``."""
         if self.backend != "faiss" or self._faiss is not None:
             return self
@@ -485,7 +486,7 @@ class ImageIndex:
         return path
 
     @classmethod
-    def load(cls, path: str | Path) -> "ImageIndex":
+    def load(cls, path: str | Path) -> ImageIndex:
         """Read an index written by :meth:`save` (a faiss index is rebuilt at its first search).
 
         Both files are checked, not trusted: a cut or foreign ``vectors.safetensors``, an

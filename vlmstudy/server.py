@@ -42,9 +42,9 @@ from .errors import (
     VlmStudyError,
     check_positive_int,
 )
-from .tasks import ContextLengthError
 from .images import UPLOAD_FORMATS, load_image_bytes
 from .inference import Inference
+from .tasks import ContextLengthError
 
 __all__ = ["create_app", "RequestError", "MAX_UPLOAD_BYTES", "MAX_UPLOAD_PIXELS", "MAX_TEXT_CHARS"]
 

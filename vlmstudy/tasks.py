@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from typing import Sequence
+from collections.abc import Sequence
 
 from .errors import ConfigError, check_positive_int
 from .generation import (
@@ -467,20 +467,20 @@ class ChatSession:
         """The images of the conversation, as PIL images (a copy of the list)."""
         return list(self._images)
 
-    def set_image(self, image) -> "ChatSession":
+    def set_image(self, image) -> ChatSession:
         """Talk about this image from now on: replaces the images and clears the history."""
         self._images = [load_image(image)]
         self._image_extra = None
         self.clear()
         return self
 
-    def add_image(self, image) -> "ChatSession":
+    def add_image(self, image) -> ChatSession:
         """Add one more image (several images in one prompt: LLaVA-NeXT); the history stays."""
         self._images.append(load_image(image))
         self._image_extra = None
         return self
 
-    def clear(self) -> "ChatSession":
+    def clear(self) -> ChatSession:
         """Forget the conversation (history, dropped-turn count, last prompt); the images stay."""
         self._history = []
         self.dropped_turns = 0

@@ -37,8 +37,8 @@ import io
 import logging
 import time
 import warnings
+from collections.abc import Callable, Sequence
 from contextlib import contextmanager
-from typing import Callable, Sequence
 
 import ipywidgets as W
 
@@ -193,12 +193,13 @@ class ImagePicker(W.VBox):
     ``image`` is the current picture (a PIL image), ``source`` says where it came from,
     ``version`` counts the changes.
     :meth:`handle_upload` decodes uploaded bytes in memory; a file that is not a readable image
-    (or is over :data:`MAX_UPLOAD_BYTES`, or not one of :data:`vlmstudy.images.UPLOAD_FORMATS`) leaves the current picture as it was and shows why.
+    (or is over :data:`MAX_UPLOAD_BYTES`, or not one of :data:`vlmstudy.images.UPLOAD_FORMATS`) leaves the
+    current picture as it was and shows why.
     ``on_change(picker)`` is called after every change of picture.
     """
 
     def __init__(self, examples: Sequence[tuple[str, object]] | None = None,
-                 on_change: Callable[["ImagePicker"], None] | None = None):
+                 on_change: Callable[[ImagePicker], None] | None = None):
         self.examples = list(examples) if examples is not None else example_images()
         if not self.examples:
             raise ConfigError("ImagePicker needs at least one example image.")

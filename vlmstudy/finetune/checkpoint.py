@@ -28,8 +28,9 @@ import os
 import random
 import re
 import shutil
+from collections.abc import Callable
 from pathlib import Path, PurePosixPath
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch

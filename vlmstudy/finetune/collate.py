@@ -15,8 +15,8 @@ very same prompt text (:func:`prompt_text`).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import torch
 

@@ -163,11 +163,11 @@ class FinetuneConfig:
 
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
-    def replace(self, **changes) -> "FinetuneConfig":
+    def replace(self, **changes) -> FinetuneConfig:
         """A copy with dotted keys changed: ``cfg.replace(**{"training.max_steps": 20})``."""
         return load_config(apply_overrides(self.to_dict(), changes))
 
-    def absolute_paths(self) -> "FinetuneConfig":
+    def absolute_paths(self) -> FinetuneConfig:
         """A copy whose file paths are absolute (what a run saves next to its checkpoints)."""
         d = self.to_dict()
         for section, key in (("data", "path"), ("data", "image_root"), ("data", "eval_path")):

@@ -24,7 +24,7 @@ and temporary buffers come on top. ``benchmarks/bench_qlora_gpu.py`` measures th
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -40,7 +40,7 @@ GB = 1e9
 def _text_dims(config) -> tuple[int, int, int]:
     """``(hidden, layers, vocab)`` of the language model (T5: encoder + decoder layers)."""
     text = getattr(config, "text_config", config)
-    hidden = getattr(text, "hidden_size", None) or getattr(text, "d_model")
+    hidden = getattr(text, "hidden_size", None) or text.d_model
     layers = getattr(text, "num_hidden_layers", None)
     if getattr(text, "model_type", "") == "t5":
         layers = text.num_layers + (text.num_decoder_layers or text.num_layers)

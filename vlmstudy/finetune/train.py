@@ -28,9 +28,9 @@ import math
 import os
 import shutil
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import torch
 
@@ -41,9 +41,9 @@ from ..generation import context_length, family, generate_text
 from ..settings import seed_everything
 from ..torch_utils import model_device_dtype, move_batch
 from . import checkpoint as ckpt
+from . import distributed
 from .callbacks import default_callbacks
 from .collate import TRAINABLE_FAMILIES, Collator, EncodedDataset, prompt_text
-from . import distributed
 from .config import MODEL_TYPES, FinetuneConfig, load_config
 from .model import apply_full_finetuning, apply_lora, load_base, parameter_counts, save_adapter, save_final_model
 

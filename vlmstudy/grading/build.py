@@ -101,7 +101,7 @@ def _student_cell(kind: str, body: str, where: str) -> str:
 
 def _cells(master: Path) -> list[tuple[str, str]]:
     cells = percent_cells(master.read_text(encoding="utf-8"))
-    for i, (kind, body) in enumerate(cells):  # validate every cell, solution side too
+    for i, (_kind, body) in enumerate(cells):  # validate every cell, solution side too
         list(_regions(body, BEGIN_SOLUTION, END_SOLUTION, f"{master.name}, cell {i}"))
         list(_regions(body, BEGIN_HIDDEN, END_HIDDEN, f"{master.name}, cell {i}"))
     return cells

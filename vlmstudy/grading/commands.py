@@ -51,8 +51,8 @@ def add_commands(subparsers) -> None:
 
 
 def _build(args) -> int:
-    from .build import build_all, stale
     from ..settings import REPO_DIR
+    from .build import build_all, stale
 
     if args.check:
         found = stale()

@@ -28,8 +28,9 @@ import json
 import os
 import signal
 import threading
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -90,7 +91,7 @@ class Check:
     points: int
     what: str
     hint: str
-    func: Callable[[Any, "Env"], None]
+    func: Callable[[Any, Env], None]
     visible: bool = True
 
 

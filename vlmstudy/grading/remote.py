@@ -30,7 +30,8 @@ import os
 import select
 import struct
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -339,7 +340,7 @@ class Remote:
 
     __slots__ = ("_link", "_ref")
 
-    def __init__(self, link: "Link", ref: int):
+    def __init__(self, link: Link, ref: int):
         object.__setattr__(self, "_link", link)
         object.__setattr__(self, "_ref", ref)
 
@@ -369,7 +370,7 @@ class Remote:
     def __repr__(self) -> str:
         return f"<the submission's object #{self._ref}>"
 
-    def subclass(self, name: str, methods: dict[str, Callable]) -> "Remote":
+    def subclass(self, name: str, methods: dict[str, Callable]) -> Remote:
         """A subclass of this (remote) class, made in the child, whose ``methods`` call back here."""
         return self._link.value({"op": "subclass", "ref": self._ref, "name": str(name),
                                  "methods": {k: self._link.callback(f) for k, f in methods.items()}})

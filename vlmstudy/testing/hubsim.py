@@ -239,7 +239,6 @@ def _model_files(model_class: str, config, seed: int, dtype: str, quiet: list[in
     """
     import torch
     import transformers
-
     from transformers.utils import logging as hf_logging
 
     torch.manual_seed(seed)
@@ -332,8 +331,8 @@ def _opt_tokenizer_files(lines) -> dict[str, bytes]:
     from transformers import GPT2Tokenizer
 
     vocab, merges = _opt_vocab(lines)
-    tok = GPT2Tokenizer(vocab=vocab, merges=[tuple(m.split(" ")) for m in merges], bos_token="</s>", eos_token="</s>", unk_token="</s>",
-                        pad_token="<pad>", add_bos_token=True)
+    tok = GPT2Tokenizer(vocab=vocab, merges=[tuple(m.split(" ")) for m in merges], bos_token="</s>", eos_token="</s>",
+                        unk_token="</s>", pad_token="<pad>", add_bos_token=True)
     tok.add_tokens([_tokenizers_added("<image>")], special_tokens=True)
     assert tok.convert_tokens_to_ids("<image>") == 50265
     files = _saved(tok, "tokenizer.json")

@@ -11,13 +11,31 @@ All share one word-level tokenizer vocabulary (:mod:`vlmstudy.zoo.tokenizer`).
 
 from __future__ import annotations
 
-from transformers import (Blip2Config, Blip2ForConditionalGeneration, Blip2Processor, BlipConfig,
-                          BlipForConditionalGeneration, BlipForQuestionAnswering, BlipImageProcessorPil,
-                          BlipProcessor, CLIPImageProcessorPil, CLIPVisionConfig, InstructBlipConfig,
-                          InstructBlipForConditionalGeneration, InstructBlipProcessor, LlamaConfig, LlavaConfig,
-                          LlavaForConditionalGeneration, LlavaNextConfig, LlavaNextForConditionalGeneration,
-                          LlavaNextImageProcessorPil, LlavaNextProcessor, LlavaProcessor, MistralConfig,
-                          OPTConfig)
+from transformers import (
+    Blip2Config,
+    Blip2ForConditionalGeneration,
+    Blip2Processor,
+    BlipConfig,
+    BlipForConditionalGeneration,
+    BlipForQuestionAnswering,
+    BlipImageProcessorPil,
+    BlipProcessor,
+    CLIPImageProcessorPil,
+    CLIPVisionConfig,
+    InstructBlipConfig,
+    InstructBlipForConditionalGeneration,
+    InstructBlipProcessor,
+    LlamaConfig,
+    LlavaConfig,
+    LlavaForConditionalGeneration,
+    LlavaNextConfig,
+    LlavaNextForConditionalGeneration,
+    LlavaNextImageProcessorPil,
+    LlavaNextProcessor,
+    LlavaProcessor,
+    MistralConfig,
+    OPTConfig,
+)
 
 from .common import CLIP_MEAN, CLIP_STD
 from .tokenizer import build_tokenizer, vocab_dict
@@ -171,7 +189,8 @@ def instructblip_processor(size: int = 64) -> InstructBlipProcessor:
                                  qformer_tokenizer=qformer_tok, num_query_tokens=NUM_QUERY_TOKENS)
 
 
-def instructblip_model(vision_config: CLIPVisionConfig, width: int = 128, layers: int = 2) -> InstructBlipForConditionalGeneration:
+def instructblip_model(vision_config: CLIPVisionConfig, width: int = 128,
+                       layers: int = 2) -> InstructBlipForConditionalGeneration:
     vit = _vit_config(vision_config)
     config = InstructBlipConfig(vision_config=vit, qformer_config=_qformer(vit, width, layers),
                                 text_config=text_decoder_config("llama", width, 3).to_dict(),

@@ -42,10 +42,20 @@ import torch
 
 from .. import settings
 from ..errors import InsufficientMemoryError
+
 # the network guard; its names are this module's too (vlmstudy.zoo.hub_guard.probe_hub, ...)
 from .hub_network import (  # noqa: F401
-    DEFAULT_HUB_TIMEOUT, HUB_TIMEOUT_ENV, HubProbe, HubUnreachable, _cap_timeouts, bound_hub_calls, fetch_config,
-    hub_offline, hub_timeout, probe_hub, start_hub_probe,
+    DEFAULT_HUB_TIMEOUT,
+    HUB_TIMEOUT_ENV,
+    HubProbe,
+    HubUnreachable,
+    _cap_timeouts,
+    bound_hub_calls,
+    fetch_config,
+    hub_offline,
+    hub_timeout,
+    probe_hub,
+    start_hub_probe,
 )
 
 MEMORY_CHECK_ENV = "VLMSTUDY_MEMORY_CHECK"

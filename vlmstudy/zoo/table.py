@@ -23,7 +23,7 @@ def build_on_meta(name: str) -> torch.nn.Module:
         return getattr(transformers, card.model_class)(real_config(name))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def real_parameter_count(name: str) -> int:
     """Parameters of the real checkpoint's architecture (counted on the meta device)."""
     return sum(p.numel() for p in build_on_meta(name).parameters())
