@@ -275,6 +275,7 @@ def test_pointing_game_oracle_scores_100_and_wrong_object_0(scenes):
         pointing.pointing_game(lambda sc, t: np.zeros((1, 8, 8)), scenes, batch_size=4)
 
 
+@pytest.mark.trained  # test tier (issue 23)
 def test_clip_relevancy_beats_chance_and_text_blind_baselines(clip):
     model, processor = clip
     sc = pointing.pointing_scenes(20, seed=3)
@@ -285,6 +286,7 @@ def test_clip_relevancy_beats_chance_and_text_blind_baselines(clip):
     assert rel.accuracy > rollout.accuracy
 
 
+@pytest.mark.slow  # the benchmark script (issue 23 tiers)
 def test_pointing_game_table_and_cli(tmp_path, clip, blip, llava, load_script, restore_threads):
     rows = pointing.pointing_game_table(n=3, seed=0, models={"clip": clip, "blip-caption": blip, "llava": llava})
     assert [r["method"] for r in rows[:-1]] == list(pointing.METHODS) and rows[-1]["method"].startswith("chance")
