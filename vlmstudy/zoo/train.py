@@ -25,16 +25,14 @@ from .train_generative import GenerativeConfig, distill_blip_tower, train_blip, 
 #: Training order: later models build on earlier ones.
 ORDER = ("clip", "siglip", "llava", "llava-next", "blip-caption", "blip-vqa", "blip2", "instructblip")
 
-#: Training budgets: the runs that made the shipped weights (each model card records its exact
-#: command, device and seconds). tiny CLIP was trained on 2 CPU threads (4000 steps, 26 min on an
-#: idle machine; SigLIP's budget costs about the same there); the others on one H100 GPU in 1-4
-#: min each. The generative budgets were not timed on a CPU; the first zoo's CPU runs suggest
-#: 40-55 min per model on 2 cores. ``--steps`` / ``--distill-steps`` trade quality for time (the first, CPU-trained zoo used llava
-#: 1500, llava-next 500, blip-* 600, blip2 / instructblip 1000, clip / siglip 1200, distill 200).
-# The dual encoders train on the plain renderer: a run with training variety (3000 steps,
-# train_varied_share 0.6, 36 min on 2 CPU threads) came out below the shipped CLIP on every metric
-# but the second renderer (stored: benchmarks/results/clip_variety_run.json), so it needs a longer
-# budget than a CPU session allows; the shipped weights are the plain 4000-step runs.
+#: Training budgets. The shipped weights (cards dated 2026-11-24) were made by the first recipe:
+#: each card records its exact command, device and seconds (tiny CLIP 4000 steps on 2 CPU threads,
+#: 26 min; the others on one H100 GPU, 1-4 min each; canonical wording, plain renderer, the vocabulary
+#: before the paraphrase words). The generative budgets below are issue 19's recipe (paraphrases,
+#: training variety, LLaVA's stages 0-2), not shipped yet: its CPU runs are stored with their
+#: metrics in benchmarks/results/clip_variety_run.json (36 min) and llava_staged_run.json (24 min):
+#: better on held-out wordings and the second renderer, worse on the trained ones, because the
+#: towers need variety too and a longer budget than a 2-core session allows.
 CONTRASTIVE = {"clip": ContrastiveConfig(family="clip", train_steps=4000, train_varied_share=0.0),
                "siglip": ContrastiveConfig(family="siglip", train_steps=4000, train_varied_share=0.0)}
 GENERATIVE = {
