@@ -94,6 +94,7 @@ def _hub_env(subprocess_env: dict, url: str, timeout: str = "3") -> dict:
 
 CHILD = """
 import json, time, vlmstudy
+import vlmstudy.zoo.loading  # torch and transformers load lazily: import them before the clock starts
 start = time.monotonic()
 try:
     vlmstudy.load("clip")

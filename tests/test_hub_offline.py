@@ -46,6 +46,7 @@ def test_set_mode_hub_routes_load_to_the_hub():
 
 CHILD = """
 import json, time, vlmstudy
+import vlmstudy.zoo.loading  # torch and transformers load lazily: import them before the clock starts
 start = time.monotonic()
 try:
     vlmstudy.load("clip")

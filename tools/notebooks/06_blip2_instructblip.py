@@ -231,7 +231,7 @@ print(f"trained wording: {example.question!r}; a held-out one: "
 # sets (the card's figure minus two standard errors), and for a real checkpoint it only prints.
 
 # %%
-generalisation, fig = generalisation_check("blip2", blip2, n=40)
+generalisation, fig = generalisation_check("blip2", tasks.get_model("blip2"), n=40)
 ib_generalisation, ib_fig = generalisation_check("instructblip", tasks.get_model("instructblip"), n=40)
 
 # %% [markdown]
