@@ -10,6 +10,7 @@ import torch
 
 from .. import shapes
 from ..contrastive import class_embeddings, embed_images, embed_texts
+from .common import CONDITION_COLUMNS
 
 #: metric -> minimum value, per model card.
 TARGETS: dict[str, dict[str, float]] = {
@@ -122,10 +123,12 @@ def evaluate_generative(name: str, model, processor, n: int = 300, seed: int = 0
 
 
 def _by_kind(result: dict, key: str, preds, truths, kinds) -> None:
+    """``result[key]`` = overall accuracy, ``result[f"{key}_{kind}"]`` = each kind's
+    (:func:`vlmstudy.evaluation.accuracy_by_kind`)."""
+    from ..evaluation import accuracy_by_kind
+
     result[key] = _accuracy(preds, truths)
-    for kind in sorted(set(kinds)):
-        sel = [i for i, k in enumerate(kinds) if k == kind]
-        result[f"{key}_{kind}"] = _accuracy([preds[i] for i in sel], [truths[i] for i in sel])
+    result.update({f"{key}_{kind}": v for kind, v in accuracy_by_kind(preds, truths, kinds).items()})
 
 
 def evaluate_generative_once(name: str, model, processor, n: int = 300, seed: int = 0, progress: bool = True,
@@ -201,8 +204,8 @@ def evaluate_generative_once(name: str, model, processor, n: int = 300, seed: in
 #: The metric each generative stand-in is judged by first (its per-kind accuracies share the name).
 HEADLINE = {"blip-caption": "caption_names_all_objects", "blip-vqa": "vqa_accuracy", "blip2": "vqa_accuracy",
             "instructblip": "vqa_accuracy", "llava": "first_turn_accuracy", "llava-next": "single_image_accuracy"}
-CONDITION_LABELS = {"": "own renderer", "paraphrased_": "own renderer, held-out wording",
-                    "second_": "second renderer, held-out wording"}
+#: The conditions' names, as the model cards' table columns write them.
+CONDITION_LABELS = CONDITION_COLUMNS
 
 
 def accuracy_by_condition(metrics: dict[str, float], key: str) -> dict[str, dict[str, float]]:
