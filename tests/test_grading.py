@@ -419,6 +419,134 @@ def lora_for_budget(layers, targets, budget):
     raise ValueError("too small")
 ''',
     },
+    ("12_image_preprocessing", "resize_and_crop"): {
+        "bilinear": '''
+def resize_and_crop(image, shortest_edge, crop_size):
+    width, height = image.size
+    size = ((shortest_edge, int(shortest_edge * height / width)) if width <= height
+            else (int(shortest_edge * width / height), shortest_edge))
+    image = image.convert("RGB").resize(size, resample=Image.BILINEAR)
+    left, top = (size[0] - crop_size) // 2, (size[1] - crop_size) // 2
+    return image.crop((left, top, left + crop_size, top + crop_size))
+''',
+        "the long side rounded to the nearest": '''
+def resize_and_crop(image, shortest_edge, crop_size):
+    width, height = image.size
+    size = ((shortest_edge, round(shortest_edge * height / width)) if width <= height
+            else (round(shortest_edge * width / height), shortest_edge))
+    image = image.convert("RGB").resize(size, resample=Image.BICUBIC)
+    left, top = (size[0] - crop_size) // 2, (size[1] - crop_size) // 2
+    return image.crop((left, top, left + crop_size, top + crop_size))
+''',
+    },
+    ("12_image_preprocessing", "pixel_values"): {
+        "a fixed 1/255": '''
+def pixel_values(image, config):
+    crop = resize_and_crop(image, config["shortest_edge"], config["crop_size"])
+    x = np.asarray(crop).astype(np.float32) / 255
+    x = (x - np.array(config["image_mean"], dtype=np.float32)) / np.array(config["image_std"], dtype=np.float32)
+    return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))
+''',
+        "reshaped, not transposed": '''
+def pixel_values(image, config):
+    crop = resize_and_crop(image, config["shortest_edge"], config["crop_size"])
+    x = np.asarray(crop).astype(np.float32) * config["rescale_factor"]
+    x = (x - np.array(config["image_mean"], dtype=np.float32)) / np.array(config["image_std"], dtype=np.float32)
+    return torch.from_numpy(np.ascontiguousarray(x)).reshape(3, *x.shape[:2])
+''',
+    },
+    ("13_vit_parameters", "vit"): {
+        "no class token": '''
+def vit_params(config):
+    h, i = config["hidden_size"], config["intermediate_size"]
+    patches = (config["image_size"] // config["patch_size"]) ** 2
+    embeddings = h * config["num_channels"] * config["patch_size"] ** 2 + patches * h
+    layer = 4 * (h * h + h) + (h * i + i) + (i * h + h) + 4 * h
+    return {"embeddings": embeddings, "layer": layer, "encoder": config["num_hidden_layers"] * layer, "norms": 4 * h,
+            "total": embeddings + config["num_hidden_layers"] * layer + 4 * h}
+''',
+        "no biases, three channels": '''
+def vit_params(config):
+    h, i = config["hidden_size"], config["intermediate_size"]
+    patches = (config["image_size"] // config["patch_size"]) ** 2
+    embeddings = h * 3 * config["patch_size"] ** 2 + h + (patches + 1) * h
+    layer = 4 * h * h + 2 * h * i + 4 * h
+    return {"embeddings": embeddings, "layer": layer, "encoder": config["num_hidden_layers"] * layer, "norms": 4 * h,
+            "total": embeddings + config["num_hidden_layers"] * layer + 4 * h}
+''',
+    },
+    ("14_siglip_loss", "siglip_loss"): {
+        "mean over every pair": '''
+def siglip_loss(image_embeds, text_embeds, logit_scale, logit_bias):
+    logits = logit_scale.exp() * text_embeds @ image_embeds.T + logit_bias
+    return -F.logsigmoid((2 * torch.eye(len(text_embeds)) - 1) * logits).mean()
+''',
+        "log of a sigmoid": '''
+def siglip_loss(image_embeds, text_embeds, logit_scale, logit_bias):
+    logits = logit_scale.exp() * text_embeds @ image_embeds.T + logit_bias
+    return -torch.log(torch.sigmoid((2 * torch.eye(len(text_embeds)) - 1) * logits)).sum() / len(text_embeds)
+''',
+    },
+    ("14_siglip_loss", "siglip_loss_chunked"): {
+        "labels on each block's own diagonal": '''
+def siglip_loss_chunked(image_embeds, text_embeds, logit_scale, logit_bias, chunk_size):
+    if chunk_size < 1:
+        raise ValueError(chunk_size)
+    total = 0
+    for start in range(0, len(image_embeds), chunk_size):
+        block = logit_scale.exp() * text_embeds @ image_embeds[start:start + chunk_size].T + logit_bias
+        labels = 2 * torch.eye(*block.shape) - 1
+        total = total - F.logsigmoid(labels * block).sum()
+    return total / len(text_embeds)
+''',
+        "a mean per block": '''
+def siglip_loss_chunked(image_embeds, text_embeds, logit_scale, logit_bias, chunk_size):
+    blocks = []
+    for start in range(0, len(image_embeds), max(chunk_size, 1)):
+        img = image_embeds[start:start + chunk_size]
+        blocks.append(siglip_loss(img, text_embeds[start:start + chunk_size], logit_scale, logit_bias))
+    return torch.stack(blocks).mean()
+''',
+    },
+    ("15_accuracy_intervals", "wilson_interval"): {
+        "Wald's interval": '''
+def wilson_interval(correct, n, z=1.96):
+    if n < 1 or not 0 <= correct <= n:
+        raise ValueError("bad counts")
+    p = correct / n
+    half = z * math.sqrt(p * (1 - p) / n)
+    return max(0.0, p - half), min(1.0, p + half)
+''',
+        "z fixed at 1.96, no input check": '''
+def wilson_interval(correct, n, z=1.96):
+    z, p = 1.96, correct / max(n, 1)
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return max(0.0, centre - half), min(1.0, centre + half)
+''',
+    },
+    ("15_accuracy_intervals", "accuracy_table"): {
+        "rows in the order met": '''
+def accuracy_table(kinds, correct):
+    if len(kinds) != len(correct) or not kinds:
+        raise ValueError("one flag per question")
+    rows = {}
+    for kind in dict.fromkeys(kinds):
+        flags = [bool(c) for k, c in zip(kinds, correct) if k == kind]
+        low, high = wilson_interval(sum(flags), len(flags))
+        rows[kind] = {"n": len(flags), "correct": sum(flags), "accuracy": sum(flags) / len(flags), "low": low, "high": high}
+    return rows
+''',
+        "one interval for the whole table": '''
+def accuracy_table(kinds, correct):
+    low, high = wilson_interval(sum(map(bool, correct)), len(correct))
+    rows = {}
+    for kind in sorted(set(kinds)):
+        flags = [bool(c) for k, c in zip(kinds, correct) if k == kind]
+        rows[kind] = {"n": len(flags), "correct": sum(flags), "accuracy": sum(flags) / len(flags), "low": low, "high": high}
+    return rows
+''',
+    },
 }
 
 
@@ -449,6 +577,13 @@ BROKEN = {  # one looping member per part; crashing ones raise instead
     "qformer_shapes": "def qformer_shapes(config, batch):{body}",
     "lora_params": "def lora_params(layers, r, targets):{body}",
     "lora_for_budget": "def lora_for_budget(layers, targets, budget):{body}",
+    "resize_and_crop": "def resize_and_crop(image, shortest_edge, crop_size):{body}",
+    "pixel_values": "def pixel_values(image, config):{body}",
+    "vit_params": "def vit_params(config):{body}",
+    "siglip_loss": "def siglip_loss(image_embeds, text_embeds, logit_scale, logit_bias):{body}",
+    "siglip_loss_chunked": "def siglip_loss_chunked(image_embeds, text_embeds, logit_scale, logit_bias, chunk_size):{body}",
+    "wilson_interval": "def wilson_interval(correct, n, z=1.96):{body}",
+    "accuracy_table": "def accuracy_table(kinds, correct):{body}",
 }
 
 

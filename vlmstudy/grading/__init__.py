@@ -44,7 +44,8 @@ __all__ = [
     "check", "hidden_checks", "load_quietly", "check_search", "check_chatbot", "check_class_embeddings", "check_zero_shot_probs",
     "check_clip_loss", "check_rollout", "check_normalize_answer", "check_answer_matches", "check_footprint", "check_prompt",
     "check_best_resolution", "check_image_tokens", "check_qformer_shapes", "check_lora_params",
-    "check_lora_for_budget",
+    "check_lora_for_budget", "check_resize_and_crop", "check_pixel_values", "check_vit_params", "check_siglip_loss",
+    "check_siglip_loss_chunked", "check_wilson_interval", "check_accuracy_table",
     "EXERCISES", "Exercise", "Part", "Check", "CheckFailed", "Report",
     "get_exercise", "get_part", "run_checks",
 ]
@@ -148,6 +149,41 @@ def check_lora_params(fn) -> Report:
 def check_lora_for_budget(fn) -> Report:
     """Exercise 11, part 2: check ``lora_for_budget(layers, targets, budget)``."""
     return check("11_lora_budget", "lora_for_budget", fn)
+
+
+def check_resize_and_crop(fn) -> Report:
+    """Exercise 12, part 1: check ``resize_and_crop(image, shortest_edge, crop_size)``."""
+    return check("12_image_preprocessing", "resize_and_crop", fn)
+
+
+def check_pixel_values(fn) -> Report:
+    """Exercise 12, part 2: check ``pixel_values(image, config)``."""
+    return check("12_image_preprocessing", "pixel_values", fn)
+
+
+def check_vit_params(fn) -> Report:
+    """Exercise 13: check ``vit_params(config)``."""
+    return check("13_vit_parameters", "vit", fn)
+
+
+def check_siglip_loss(fn) -> Report:
+    """Exercise 14, part 1: check ``siglip_loss(image_embeds, text_embeds, logit_scale, logit_bias)``."""
+    return check("14_siglip_loss", "siglip_loss", fn)
+
+
+def check_siglip_loss_chunked(fn) -> Report:
+    """Exercise 14, part 2: check ``siglip_loss_chunked(image_embeds, text_embeds, logit_scale, logit_bias, chunk_size)``."""
+    return check("14_siglip_loss", "siglip_loss_chunked", fn)
+
+
+def check_wilson_interval(fn) -> Report:
+    """Exercise 15, part 1: check ``wilson_interval(correct, n, z=1.96)``."""
+    return check("15_accuracy_intervals", "wilson_interval", fn)
+
+
+def check_accuracy_table(fn) -> Report:
+    """Exercise 15, part 2: check ``accuracy_table(kinds, correct)``."""
+    return check("15_accuracy_intervals", "accuracy_table", fn)
 
 
 def load_quietly(name: str):

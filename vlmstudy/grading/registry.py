@@ -6,7 +6,23 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from . import anyres, chat, lora, loss, memory, prompt, qformer, rollout, search, vqa, zero_shot
+from . import (
+    anyres,
+    chat,
+    intervals,
+    lora,
+    loss,
+    memory,
+    preprocess,
+    prompt,
+    qformer,
+    rollout,
+    search,
+    siglip,
+    vit,
+    vqa,
+    zero_shot,
+)
 from .core import Check
 
 __all__ = ["Part", "Exercise", "EXERCISES", "get_exercise", "get_part"]
@@ -100,6 +116,24 @@ EXERCISES: dict[str, Exercise] = {ex.name: ex for ex in [
              ("vlmstudy.finetune.memory.lora_parameters",)),
         Part("lora_for_budget", "lora_for_budget: the largest rank that fits", lora.BUDGET_TARGET,
              tuple(lora.BUDGET_CHECKS), ()))),
+    Exercise("12_image_preprocessing", "What the processor does to an image, by hand", (
+        Part("resize_and_crop", "resize_and_crop: the shorter side, then the centre", preprocess.CROP_TARGET,
+             tuple(preprocess.CROP_CHECKS), ("vlmstudy.pixels.resize_and_crop",)),
+        Part("pixel_values", "pixel_values: rescaled and normalised, as the processor gives them", preprocess.PIXELS_TARGET,
+             tuple(preprocess.PIXELS_CHECKS), ("vlmstudy.pixels.pixel_values", "vlmstudy.pixels.normalize_pixels")))),
+    Exercise("13_vit_parameters", "Where a ViT's parameters are", (
+        Part("vit", "vit_params: the image encoder's parameters, per component", vit.TARGET, tuple(vit.CHECKS),
+             ("vlmstudy.zoo.table.build_on_meta", "vlmstudy.zoo.table.real_parameter_count")),)),
+    Exercise("14_siglip_loss", "SigLIP's sigmoid loss, whole and in blocks", (
+        Part("siglip_loss", "siglip_loss: a sigmoid per pair", siglip.LOSS_TARGET, tuple(siglip.LOSS_CHECKS),
+             ("vlmstudy.contrastive.siglip_loss",)),
+        Part("siglip_loss_chunked", "siglip_loss_chunked: the same loss, a block of images at a time",
+             siglip.CHUNKED_TARGET, tuple(siglip.CHUNKED_CHECKS), ("vlmstudy.contrastive.siglip_loss_chunked",)))),
+    Exercise("15_accuracy_intervals", "A per-kind accuracy table with confidence intervals", (
+        Part("wilson_interval", "wilson_interval: a 95 % interval for an accuracy", intervals.INTERVAL_TARGET,
+             tuple(intervals.INTERVAL_CHECKS), ("vlmstudy.pointing._wilson",)),
+        Part("accuracy_table", "accuracy_table: one row per question kind", intervals.TABLE_TARGET,
+             tuple(intervals.TABLE_CHECKS), ("vlmstudy.evaluation.accuracy_by_kind",)))),
 ]}
 
 

@@ -32,6 +32,8 @@ check_footprint = check_prompt = _graded_elsewhere
 check_best_resolution = check_image_tokens = _graded_elsewhere
 check_qformer_shapes = _graded_elsewhere
 check_lora_params = check_lora_for_budget = _graded_elsewhere
+check_resize_and_crop = check_pixel_values = check_vit_params = _graded_elsewhere
+check_siglip_loss = check_siglip_loss_chunked = check_wilson_interval = check_accuracy_table = _graded_elsewhere
 
 
 def load_quietly(name: str):
