@@ -33,6 +33,7 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     **{n: ("." + n, None) for n in (
         "shapes", "contrastive", "plotting", "retrieval", "diagrams", "quantize", "compare", "attention",
         "data", "finetune", "generation", "tasks", "evaluation", "photos",
+        "image_tokens", "mrope",  # 14: image-token arithmetic, Qwen2-VL's M-RoPE positions
     )},
     # real photographs
     "real_photos": (".photos", "real_photos"), "real_photo": (".photos", "real_photo"),
@@ -43,6 +44,9 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "Inference": (".inference", "Inference"),
     "MultiModalModel": (".multimodal", "MultiModalModel"),
     "create_sample_multimodal_dataset": (".data", "create_sample_multimodal_dataset"),
+    # data quality for instruction tuning (notebook 12): corrupted copies, the checker, the runs
+    "data_quality": (".finetune.data_quality", None),
+    **{n: (".finetune.data_quality", n) for n in ("mislabel", "duplicate", "check_dataset", "compare_variants")},
     # plotting
     "show_images": (".plotting", "show_images"), "set_figsize": (".plotting", "set_figsize"),
     "show_scenes": (".shapes", "show_scenes"),
@@ -89,12 +93,15 @@ __all__ = [
     "data", "finetune",
     "generation", "tasks", "evaluation",
     "photos",
+    "image_tokens", "mrope",
     # real photographs
     "real_photos", "real_photo",
     # tasks
     "caption", "answer", "ChatSession",
     # inference (the CLI and HTTP server are layers on it)
     "Inference", "MultiModalModel", "create_sample_multimodal_dataset",
+    # data quality
+    "data_quality", "mislabel", "duplicate", "check_dataset", "compare_variants",
     # plotting
     "show_images", "set_figsize", "show_scenes",
     # images

@@ -22,6 +22,8 @@ LATENCY_JOB = {
     "blip-caption": "caption", "blip-vqa": "answer", "blip2": "answer", "instructblip": "answer",
     "llava": "answer", "llava-next": "answer",
 }
+#: Chat models added to the zoo later (SmolVLM, Qwen2-VL: notebook 14) answer a question too.
+DEFAULT_JOB = "answer"
 QUESTION = "how many shapes are there?"
 
 
@@ -29,10 +31,10 @@ def _one_answer(name: str, image, labels: Sequence[str]):
     """A zero-argument function that does one answer's work with the stand-in ``name``."""
     from . import contrastive, tasks
 
-    if LATENCY_JOB[name].startswith("zero-shot"):
+    if LATENCY_JOB.get(name, DEFAULT_JOB).startswith("zero-shot"):
         model, processor = tasks.get_model(name)
         return lambda: contrastive.zero_shot(model, processor, [image], labels)
-    if LATENCY_JOB[name] == "caption":
+    if LATENCY_JOB.get(name, DEFAULT_JOB) == "caption":
         return lambda: tasks.caption(image, model=name)
     return lambda: tasks.answer(image, QUESTION, model=name)
 
@@ -55,13 +57,16 @@ def answer_latency_ms(name: str, repeats: int = 5, seed: int = 0) -> float:
     return statistics.median(times)
 
 
-def headline_metric(name: str) -> tuple[str, float | None, float]:
-    """``(metric, stand-in value from its card or None, course target)``: the first target metric."""
+def headline_metric(name: str) -> tuple[str | None, float | None, float | None]:
+    """``(metric, stand-in value from its card or None, course target)``: the first target metric
+    (``(None, None, None)`` for a model the course sets no target for)."""
     from .zoo.evaluate import TARGETS
     from .zoo.registry import get_card
     from .zoo.table import stand_in_metrics
 
     card = get_card(name)
+    if not TARGETS.get(card.name):
+        return None, None, None
     metric, target = next(iter(TARGETS[card.name].items()))
     return metric, stand_in_metrics(card).get(metric), target
 
@@ -82,7 +87,7 @@ def model_comparison(names: Iterable[str] | None = None, repeats: int = 5, measu
         metric, value, target = headline_metric(card.name)
         row = {
             "name": card.name, "hub_id": card.hub_id, "tasks": card.tasks, "params": params, "mb": mb,
-            "job": LATENCY_JOB[card.name],
+            "job": LATENCY_JOB.get(card.name, DEFAULT_JOB),
             "latency_ms": answer_latency_ms(card.name, repeats) if measure_latency and card.is_present() else None,
             "metric": metric, "accuracy": value, "target": target,
             "real_params": real_parameter_count(card.name),
