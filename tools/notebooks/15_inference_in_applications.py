@@ -69,84 +69,7 @@ fig = plotting.show_images([s.render() for s in scenes[:3]], titles=[f"{p}: {s.c
                                                                       zip(paths, scenes)])
 
 # %% [markdown]
-# ## Step 1: the command line
-#
-# A command is the simplest way in: any language, any script, any scheduler can run it. The cost
-# is that every run starts a new Python, imports torch and loads the model before it answers.
-# The helper below runs `vlmstudy ...` exactly as a shell would (`sys.executable -m vlmstudy`
-# is the same program as the `vlmstudy` script, with this notebook's Python), in the folder
-# with the pictures, and prints what came back: stdout, stderr, the exit code and the time.
-
-# %%
-def vlmstudy_cli(*args, stdin=None):
-    """Run ``vlmstudy ARGS`` as a child process: (the finished process, seconds it took)."""
-    start = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "vlmstudy", *map(str, args)], input=stdin, capture_output=True,
-                          text=True, env=ENV, cwd=WORK, timeout=300)
-    seconds = time.perf_counter() - start
-    print("$ vlmstudy", shlex.join(map(str, args)), f"    # exit code {done.returncode}, {seconds:.1f} s")
-    print(done.stdout, end="")
-    if done.stderr:
-        print("[stderr]", done.stderr, end="")
-    return done, seconds
-
-
-done, _ = vlmstudy_cli("describe", *paths[:3], "--json")
-assert done.returncode == 0, done.stderr
-cli_descriptions = [json.loads(line) for line in done.stdout.splitlines()]
-
-# %% [markdown]
-# `describe` takes several images and describes them in one batch: one model load for all of
-# them. With `--json` every line is one JSON object, which a program can parse without guessing
-# where the file name ends and the description begins. Without it the output is plain text,
-# for people.
-#
-# `ask` answers one question. Results go to stdout, everything else to stderr, and the exit code
-# says what happened: 0 done, 2 nothing could be done. A script must check the exit code; the
-# second call below hands the command a text file named like a picture:
-
-# %%
-done, cli_ask_seconds = vlmstudy_cli("ask", paths[0], qa.question, "--json")
-assert done.returncode == 0, done.stderr
-cli_answer = json.loads(done.stdout)["answer"]
-
-(WORK / "notes.png").write_text("not a picture, whatever its name says\n")
-bad, _ = vlmstudy_cli("ask", "notes.png", qa.question)
-assert bad.returncode == 2 and bad.stdout == "" and bad.stderr.startswith("error: ")
-assert len(bad.stderr.strip().splitlines()) == 1, "a user's mistake is one line, not a traceback"
-
-# %% [markdown]
-# The bad picture fails before any model is loaded (the image is read first), with one line that
-# says what was wrong. A traceback would be noise for a person and unreadable for a script.
-#
-# ## Step 2: the interactive mode, driven through stdin
-#
-# Paying the load on every call is wasteful when a program has many requests. `vlmstudy infer`
-# (the fine-tuning guide's command) has an interactive mode: without `--image` it loads the model
-# once and reads one request per line from stdin, `describe PATH`, `ask PATH QUESTION` or
-# `prompt PATH TEXT` (a custom prompt; for LLaVA the chat template wraps it), and answers each
-# on one line of stdout. A person types the lines at a terminal; another program writes them into
-# a pipe, which is what this cell does. One request is wrong on purpose: it gets one `error:` line
-# on stderr, the loop goes on, and the exit code at the end (1) says that something failed.
-#
-# `--max-new-tokens` is part of the request: the same question with another answer length can
-# give another answer, so every comparison below uses the same decoding settings. (`vlmstudy infer
-# --image PATH --question TEXT` is the one-shot form; `vlmstudy chat PATH` is a multi-turn
-# conversation driven the same way, see notebook 07 for what a conversation needs.)
-
-# %%
-PROMPT = "list the shapes in the picture."
-TOKENS = 24
-requests_in = "\n".join([f"describe {paths[0]}", f"ask {paths[0]} {qa.question}", f"prompt {paths[0]} {PROMPT}",
-                         "ask scene-99.png what is this?",           # no such file: an error line, then go on
-                         f"ask {paths[1]} {qa.question}", "quit"]) + "\n"
-done, _ = vlmstudy_cli("infer", "--model", "llava", "--max-new-tokens", TOKENS, stdin=requests_in)
-infer_lines = done.stdout.splitlines()
-assert done.returncode == 1 and len(infer_lines) == 4, (done.returncode, done.stdout, done.stderr)
-assert done.stderr.count("error: ") == 1 and "scene-99.png" in done.stderr
-
-# %% [markdown]
-# ## Step 3: start the HTTP server early
+# ## Step 1: start the HTTP server early
 #
 # A server keeps the model loaded and answers requests from any program that speaks HTTP, on this
 # machine or (through a tunnel) another. `vlmstudy serve` is a FastAPI app run by uvicorn:
@@ -154,8 +77,9 @@ assert done.stderr.count("error: ") == 1 and "scene-99.png" in done.stderr
 # of a web form with a file field), `GET /health` says whether it is up, `GET /docs` documents it.
 #
 # A server loads its models before it opens its port, which takes seconds, so an application
-# starts it **first** and waits for it only when it needs it; this notebook starts it now and
-# uses it from Step 6 on. Starting a server from a program needs three things done right:
+# starts it **first** and waits for it only when it needs it; this notebook starts it now,
+# uses the command line and the Python API while it loads, and sends it requests from Step 6
+# on. Starting a server from a program needs three things done right:
 # * **a free port**: `--port 0` lets the operating system pick one and the server prints it, so two
 #   notebooks never fight over port 8000;
 # * **waiting until it is ready**, with a timeout and a clear error: once it listens, the server
@@ -232,12 +156,89 @@ if get_ipython() is not None:                            # None outside IPython:
 print("server process", server.proc.pid, "started")
 
 # %% [markdown]
+# ## Step 2: the command line
+#
+# A command is the simplest way in: any language, any script, any scheduler can run it. The cost
+# is that every run starts a new Python, imports torch and loads the model before it answers.
+# The helper below runs `vlmstudy ...` exactly as a shell would (`sys.executable -m vlmstudy`
+# is the same program as the `vlmstudy` script, with this notebook's Python), in the folder
+# with the pictures, and prints what came back: stdout, stderr, the exit code and the time.
+
+# %%
+def vlmstudy_cli(*args, stdin=None):
+    """Run ``vlmstudy ARGS`` as a child process: (the finished process, seconds it took)."""
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "vlmstudy", *map(str, args)], input=stdin, capture_output=True,
+                          text=True, env=ENV, cwd=WORK, timeout=300)
+    seconds = time.perf_counter() - start
+    print("$ vlmstudy", shlex.join(map(str, args)), f"    # exit code {done.returncode}, {seconds:.1f} s")
+    print(done.stdout, end="")
+    if done.stderr:
+        print("[stderr]", done.stderr, end="")
+    return done, seconds
+
+
+done, _ = vlmstudy_cli("describe", *paths[:3], "--json")
+assert done.returncode == 0, done.stderr
+cli_descriptions = [json.loads(line) for line in done.stdout.splitlines()]
+
+# %% [markdown]
+# `describe` takes several images and describes them in one batch: one model load for all of
+# them. With `--json` every line is one JSON object, which a program can parse without guessing
+# where the file name ends and the description begins. Without it the output is plain text,
+# for people.
+#
+# `ask` answers one question. Results go to stdout, everything else to stderr, and the exit code
+# says what happened: 0 done, 2 nothing could be done. A script must check the exit code; the
+# second call below hands the command a text file named like a picture:
+
+# %%
+done, cli_ask_seconds = vlmstudy_cli("ask", paths[0], qa.question, "--json")
+assert done.returncode == 0, done.stderr
+cli_answer = json.loads(done.stdout)["answer"]
+
+(WORK / "notes.png").write_text("not a picture, whatever its name says\n")
+bad, _ = vlmstudy_cli("ask", "notes.png", qa.question)
+assert bad.returncode == 2 and bad.stdout == "" and bad.stderr.startswith("error: ")
+assert len(bad.stderr.strip().splitlines()) == 1, "a user's mistake is one line, not a traceback"
+
+# %% [markdown]
+# The bad picture fails before any model is loaded (the image is read first), with one line that
+# says what was wrong. A traceback would be noise for a person and unreadable for a script.
+#
+# ## Step 3: the interactive mode, driven through stdin
+#
+# Paying the load on every call is wasteful when a program has many requests. `vlmstudy infer`
+# (the fine-tuning guide's command) has an interactive mode: without `--image` it loads the model
+# once and reads one request per line from stdin, `describe PATH`, `ask PATH QUESTION` or
+# `prompt PATH TEXT` (a custom prompt; for LLaVA the chat template wraps it), and answers each
+# on one line of stdout. A person types the lines at a terminal; another program writes them into
+# a pipe, which is what this cell does. One request is wrong on purpose: it gets one `error:` line
+# on stderr, the loop goes on, and the exit code at the end (1) says that something failed.
+#
+# `--max-new-tokens` is part of the request: the same question with another answer length can
+# give another answer, so every comparison below uses the same decoding settings. (`vlmstudy infer
+# --image PATH --question TEXT` is the one-shot form; `vlmstudy chat PATH` is a multi-turn
+# conversation driven the same way, see notebook 07 for what a conversation needs.)
+
+# %%
+PROMPT = "list the shapes in the picture."
+TOKENS = 24
+requests_in = "\n".join([f"describe {paths[0]}", f"ask {paths[0]} {qa.question}", f"prompt {paths[0]} {PROMPT}",
+                         "ask scene-99.png what is this?",           # no such file: an error line, then go on
+                         f"ask {paths[1]} {qa.question}", "quit"]) + "\n"
+done, _ = vlmstudy_cli("infer", "--model", "llava", "--max-new-tokens", TOKENS, stdin=requests_in)
+infer_lines = done.stdout.splitlines()
+assert done.returncode == 1 and len(infer_lines) == 4, (done.returncode, done.stdout, done.stderr)
+assert done.stderr.count("error: ") == 1 and "scene-99.png" in done.stderr
+
+# %% [markdown]
 # ## Step 4: the Python API, and the same answers
 #
 # Inside a Python program there is no process to start: `vlmstudy.Inference` holds the models
 # (loaded once, on first use or with `.load()`), the decoding settings, and one method per job:
 # `describe`, `ask`, `generate` (a custom prompt), their `*_batch` forms, and `chat`. The
-# commands of Steps 1 and 2 are a few lines around it, so the answers must be **the same**, word
+# commands of Steps 2 and 3 are a few lines around it, so the answers must be **the same**, word
 # for word, for the same picture, question and settings. `MultiModalModel` is the guide's name for
 # one model used for every job (what `vlmstudy infer` runs).
 
@@ -291,7 +292,7 @@ assert batched == one_by_one, "a batch must answer what each image gets alone"
 # %% [markdown]
 # ## Step 6: requests to the server
 #
-# Now the notebook needs the server, so it waits for it (it has been loading since Step 3):
+# Now the notebook needs the server, so it waits for it (it has been loading since Step 1):
 
 # %%
 server.wait_until_ready()
