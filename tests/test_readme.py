@@ -71,3 +71,20 @@ def test_assets_readme_names_every_stand_in(repo):
     text = (repo / "assets" / "README.md").read_text()
     for card in CARDS:
         assert f"`{card.stand_in}`" in text, card.stand_in
+
+
+def test_the_fine_tuning_guides_commands_parse_as_written(repo, readme):
+    """Issue 20: every command of the README's guide section is one the CLI accepts (they run for
+    real, on the tiny models, in tests/test_finetune_guide.py and notebook 11)."""
+    import shlex
+
+    from vlmstudy.cli import build_parser
+
+    section = readme.split("### The fine-tuning guide's workflow", 1)[1].split("\n## ", 1)[0]
+    lines = [c for block in _blocks(section) for c in _commands(block) if c.startswith("vlmstudy ")]
+    assert {shlex.split(c)[1] for c in lines} == {"data", "finetune", "infer"}
+    parser = build_parser(["vlmstudy.finetune.commands", "vlmstudy.infer_command"])
+    for line in lines:
+        assert callable(parser.parse_args(shlex.split(line)[1:]).func), line
+    assert (repo / "configs" / "multimodal_config.yaml").is_file()
+    assert "MultiModalModel(model_name=" in section and "create_sample_multimodal_dataset(" in section

@@ -5,7 +5,8 @@
 # own data with LoRA: write the data in one of the course's three formats, describe the run in a
 # config, train it (with a live loss curve, evaluation and checkpoints that survive a crash),
 # measure what changed, and save, reload and merge the result. You will also know what the LoRA
-# knobs `r` and `alpha` do, and what QLoRA changes on a GPU.
+# knobs `r` and `alpha` do, what QLoRA changes on a GPU, what the same recipe adapts in a model
+# built differently (BLIP-VQA), and how to run the fine-tuning guide's own commands end to end.
 #
 # The task: the tiny LLaVA was trained on eight colours. **Brown** is in its vocabulary but
 # appeared in none of its training text, so it has never said "brown". We will teach it, in
@@ -393,7 +394,107 @@ fig.tight_layout()
 # towards a row that points away from it, and gets only part of the way there.
 
 # %% [markdown]
-# ## Step 9: QLoRA, on a GPU
+# ## Step 9: the same lesson for BLIP-VQA
+#
+# Does the recipe carry over to a model built differently? BLIP-VQA (notebook 05) has no projector
+# and no single language model: a text **encoder** reads the question and cross-attends to the
+# vision tower's output, and an answer **decoder** writes the answer. For BLIP-VQA,
+# `target_modules: all-linear` means every linear layer of those two: self-attention,
+# cross-attention and feed-forward, in the encoder and in the decoder. `trainable_tokens: [brown]`
+# trains brown's rows of the *answer decoder's* input embedding and output layer (the encoder only
+# reads questions). And the hand-off from the eyes? BLIP has nothing between the vision tower and
+# the text side, so the closest thing to LLaVA's projector is the vision tower's **last layer**: we
+# put adapters on its MLP (a module path in `target_modules`), and keep the rest of the tower
+# frozen. (Try the run without that entry: the text side alone has to tell brown from orange
+# in image features that barely separate them.)
+#
+# Same training file, same held-out questions, half the steps of the LLaVA run (40 of 32).
+
+# %%
+blip, blip_processor = vlmstudy.load("blip-vqa")
+blip_before_new = finetune.evaluate(blip, blip_processor, new_test, loss=False)
+blip_before_old = finetune.evaluate(blip, blip_processor, old_test, loss=False)
+last_vision_mlp = f"vision_model.encoder.layers.{blip.config.vision_config.num_hidden_layers - 1}.mlp"
+blip_cfg = finetune.load_config({
+    "model": "blip-vqa", "output_dir": str(work / "blip-brown"), "seed": 0,
+    "data": {"path": str(train_file), "format": "vqa", "eval_split": 0},
+    "lora": {"r": 8, "alpha": 16, "dropout": 0.0, "target_modules": ["all-linear", last_vision_mlp],
+             "trainable_tokens": ["brown"]},
+    "training": {"max_steps": 40, "batch_size": 32, "learning_rate": 3e-3, "warmup_steps": 3, "eval_max_examples": 0}})
+blip_result = finetune.finetune(blip_cfg, callbacks=[], progress=True)
+blip_after_new = finetune.evaluate(blip_result.model, blip_processor, new_test, loss=False)
+blip_after_old = finetune.evaluate(blip_result.model, blip_processor, old_test, loss=False)
+print(f"BLIP-VQA: {blip_result.steps} steps in {blip_result.seconds:.1f} s")
+
+# %% [markdown]
+# What each run adapted, layer by layer (the LoRA layers grouped by the part of the model they sit
+# in, with the layer numbers taken out), how many numbers each trains, and what it learned:
+
+# %%
+import re
+
+from peft.tuners.lora import LoraLayer
+
+
+def adapted_parts(peft_model) -> dict[str, Counter]:
+    """{part of the model: Counter(layer kind -> how many adapted layers)} of a LoRA model."""
+    parts: dict[str, Counter] = {}
+    for name, module in peft_model.named_modules():
+        if isinstance(module, LoraLayer):
+            name = name.removeprefix("base_model.model.")
+            match = re.search(r"\.layers?\.\d+\.", name)
+            part, kind = (name[:match.start()], name[match.end():]) if match else name.rsplit(".", 1)
+            parts.setdefault(part, Counter())[kind] += 1
+    return parts
+
+
+blip_ceiling = finetune.evaluate(blip, blip_processor, concept.concept_test(60, seed=7, color="orange", n_ordinary=1)[0],
+                                loss=False)["eval_accuracy"]
+compared = {"LLaVA": (result, before_new, before_old, after_new, after_old, cfg, ceiling["orange"]),
+            "BLIP-VQA": (blip_result, blip_before_new, blip_before_old, blip_after_new, blip_after_old, blip_cfg, blip_ceiling)}
+for name, (res, b_new, b_old, a_new, a_old, c, ceil) in compared.items():
+    p = res.params
+    print(f"{name}: {p['trainable']:,} trainable of {p['total']:,} parameters ({p['percent']:.2f} %), "
+          f"{res.steps} steps of {c.training.batch_size}")
+    for part, layer_kinds in adapted_parts(res.model).items():
+        print(f"   {part:34} {sum(layer_kinds.values()):>3} layers: {', '.join(sorted(layer_kinds))}")
+    print(f"   brown questions {b_new['eval_accuracy']:.2f} -> {a_new['eval_accuracy']:.2f}   "
+          f"ordinary questions {b_old['eval_accuracy']:.2f} -> {a_old['eval_accuracy']:.2f}   "
+          f"(the brown questions' ceiling: {ceil:.2f} on the same questions with an orange object, before training)")
+plotting.accuracy_bars({f"{name} {when}": {"brown questions": r[1 + 2 * k]["eval_accuracy"],
+                                            "ordinary questions": r[2 + 2 * k]["eval_accuracy"]}
+                        for name, r in compared.items() for k, when in enumerate(("before", "after"))},
+                       title="brown, taught to two architectures (held-out test scenes)");
+
+# %% [markdown]
+# Read the lists side by side. LLaVA's adapters sit in one decoder-only language model
+# (attention projections `q/k/v/o_proj` and the MLP's `gate/up/down_proj`) and in the projector;
+# BLIP-VQA's are spread over two text models, including their **cross-attention** layers (the
+# `crossattention.*` entries), which is where BLIP's text reads the image, and the last vision
+# layer's MLP. Judge each accuracy against its own model's ceiling (the last number of each
+# block): a brown question is only as easy as finding "the shape on the left", and the two
+# stand-ins are not equally good at that before any fine-tuning.
+
+# %%
+blip_lora = [m for m in blip_result.model.modules() if isinstance(m, LoraLayer)]
+blip_trained = {n.removeprefix("base_model.model.") for n, p in blip_result.model.named_parameters() if p.requires_grad}
+assert blip_result.params["trainable"] == sum(
+    p.numel() for p in blip_result.model.parameters() if p.requires_grad), "the run's count = the parameters with gradients"
+blip_lora_numbers = sum(p.numel() for n, p in blip_result.model.named_parameters() if p.requires_grad and "lora_" in n)
+assert blip_lora_numbers == sum(m.r[a] * (m.in_features + m.out_features) for m in blip_lora for a in m.lora_A), \
+    "LoRA adds r (d_in + d_out) numbers per adapted layer"
+assert {n.split(".")[0] for n in blip_trained} == {"text_encoder", "text_decoder", "vision_model"}, blip_trained
+assert all(n.startswith(last_vision_mlp + ".") for n in blip_trained if n.startswith("vision_model")), \
+    "only the last vision layer's MLP is adapted; the rest of the tower stays frozen"
+assert any("crossattention" in n for n in blip_trained), "BLIP's cross-attention (text reading the image) is adapted"
+assert blip_before_new["eval_accuracy"] <= 0.05, "before fine-tuning BLIP-VQA never says brown either"
+if vlmstudy.get_mode() == "tiny":   # what the run learned: only the trained stand-in can show it (hub mode: random weights)
+    assert blip_after_new["eval_accuracy"] >= 0.3, f"BLIP-VQA learned brown: {blip_after_new['eval_accuracy']:.2f} < 0.3"
+    assert blip_after_old["eval_accuracy"] >= blip_before_old["eval_accuracy"] - 0.1, "BLIP-VQA forgot ordinary questions"
+print("BLIP-VQA: all checks passed")
+
+# %% [markdown]
+# ## Step 10: QLoRA, on a GPU
 #
 # LLaVA-1.5-7B's weights in fp16 are about 14.1 GB before any training memory (an estimate from
 # the architecture, as in notebook 10; the estimator's table below prints it). **QLoRA**
@@ -440,15 +541,141 @@ qlora_gb = next(r["total"] for r in estimate if r["method"] == "QLoRA") / 1e9
 print(f"\nQLoRA with this config: about {qlora_gb:.1f} GB estimated, plus 0.3-1 GB of CUDA context; not measured")
 
 # %% [markdown]
-# ## The same from the command line
+# ## Step 11: the fine-tuning guide's workflow, end to end
+#
+# The course's fine-tuning guide writes its own data files, config and commands; they work here
+# as it writes them. Its workflow, on the tiny LLaVA, in a folder of its own laid out as the guide
+# lays out a project (`data/`, `configs/`, `outputs/`). Every `vlmstudy ...` line below is run as
+# a terminal runs it, a new Python process in that folder, and its output is shown.
+#
+# **1. Data.** The guide's `create_sample_multimodal_dataset(path, n)` writes a ready folder:
+# `n` ShapesWorld scenes as PNGs in `data/images/` and the JSON beside them, in any of the five
+# formats (`format=`: `caption`, `vqa`, `instruction` with the guide's `instruction` / `input` /
+# `output` keys, `text` with one `User: ... Assistant: ...` turn, or LLaVA's `conversations`).
+# On the command line: `vlmstudy data shapes data/multimodal_train.json --n 100 --format instruction`.
+
+# %%
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+
+guide = work / "guide"                      # the guide's project folder; every command runs in it
+repo = Path(vlmstudy.__file__).resolve().parent.parent
+(guide / "configs").mkdir(parents=True)
+data_file = vlmstudy.create_sample_multimodal_dataset(guide / "data" / "multimodal_train.json", 24, format="instruction")
+guide_records = json.loads(data_file.read_text())
+n_images = len(list((guide / "data" / "images").glob("*.png")))
+print(f"{data_file.relative_to(guide)}: {len(guide_records)} records about {n_images} images")
+print(json.dumps(guide_records[0]))
+
+
+def run_vlmstudy(command: str, stdin: str | None = None) -> str:
+    """Run one `vlmstudy ...` command line in the guide's folder, as a terminal would (a new process:
+    `python -m vlmstudy`); print it and its output; fail on a non-zero exit code. Returns stdout."""
+    args = shlex.split(command)
+    done = subprocess.run([sys.executable, "-m", "vlmstudy", *args[1:]], cwd=guide, input=stdin, text=True,
+                          capture_output=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    lines = [line.rsplit("\r", 1)[-1].rstrip() for line in "\n".join((done.stderr, done.stdout)).splitlines()]
+    lines = [line for line in lines if line]
+    bar = re.compile(r"\|.*(it/s|s/it)")     # a progress bar redraws itself: keep only its last frame
+    shown = "\n".join(line for i, line in enumerate(lines)
+                      if not (bar.search(line) and i + 1 < len(lines) and bar.search(lines[i + 1])))
+    print(f"$ {command}\n{shown}")
+    assert done.returncode == 0, f"{args[1]} exited with {done.returncode}"
+    return done.stdout
+
+
+run_vlmstudy("vlmstudy data check data/multimodal_train.json");
+
+# %% [markdown]
+# **2. The config.** The guide's YAML, `configs/multimodal_config.yaml` (shipped with the course),
+# copied unchanged into the project. Its `model_name` is the real checkpoint's Hub id: in tiny mode
+# that loads the tiny LLaVA stand-in, in hub mode the real one. It asks for one epoch; for a short
+# run here we cut the budget on the command line with `--set` (the override any config key takes),
+# and keep every other setting as the guide writes it, gradient checkpointing included.
+
+# %%
+shutil.copy(repo / "configs" / "multimodal_config.yaml", guide / "configs")
+print("\n".join(line for line in (guide / "configs" / "multimodal_config.yaml").read_text().splitlines()
+                if not line.startswith("#")))
+
+# %% [markdown]
+# **3. Train.** `vlmstudy finetune --config FILE` (or the guide's flags alone: `--model_name
+# llava-hf/llava-1.5-7b-hf --model_type llava --dataset_path data/multimodal_train.json
+# --output_dir outputs/llava_finetuned`). Three optimizer steps of 4 x 4 examples (batch 4, gradient
+# accumulation 4, from the YAML), an evaluation on 8 held-out examples, and the fine-tuned model
+# merged and saved in `OUTPUT_DIR/final_model`. The last line is the run's summary, as JSON.
+
+# %%
+budget = "--set training.max_steps=3 --set training.eval_max_examples=8"
+summary = json.loads(run_vlmstudy(f"vlmstudy finetune --config configs/multimodal_config.yaml {budget}").splitlines()[-1])
+final_model = guide / "outputs" / "llava_finetuned" / "final_model"
+assert summary["steps"] == 3 and Path(summary["final_model"]) == final_model.resolve(), summary
+print(sorted(p.name for p in final_model.iterdir()))
+
+# %% [markdown]
+# **4. Inference on the fine-tuned model.** `vlmstudy infer --model_path ... --model_type llava
+# --image IMG` describes the image, `--question "..."` asks, `--prompt "..."` runs a custom prompt.
+# Without `--image` it reads one request per line, as the guide's interactive mode does:
+# `describe PATH`, `ask PATH QUESTION` (and `prompt PATH TEXT`). One process answers all three
+# here; a failed line prints `error: ...` and the loop goes on.
+
+# %%
+image = "data/images/0000.png"
+question = next(r["instruction"] for r in guide_records if r["image"] == "images/0000.png")
+custom = "List the shapes in the picture."
+infer = "vlmstudy infer --model_path outputs/llava_finetuned/final_model --model_type llava --max_new_tokens 12"
+answers = run_vlmstudy(infer, stdin=f"describe {image}\nask {image} {question}\nprompt {image} {custom}\nquit\n").splitlines()
+print(f"describe -> {answers[0]!r}\nask {question!r} -> {answers[1]!r}\nprompt {custom!r} -> {answers[2]!r}")
+
+# %% [markdown]
+# **5. The Python API.** The guide's `MultiModalModel(model_name=..., model_type=...)` and its
+# `generate_from_image(image_path, prompt, max_new_tokens=...)`, a thin name over
+# `vlmstudy.Inference`. The same model, the same greedy decoding: it must write exactly what the
+# command wrote.
+
+# %%
+mm = vlmstudy.MultiModalModel(model_name=str(final_model), model_type="llava")
+in_python = {"ask": mm.ask(guide / image, question, max_new_tokens=12),
+             "prompt": mm.generate_from_image(guide / image, custom, max_new_tokens=12)}
+print(mm, in_python)
+
+# %% [markdown]
+# What the guide's run changed, checked on the weights: `final_model` loads as an ordinary LLaVA
+# (no peft), and against the base model it was trained from (the same Hub id) exactly the
+# weights LoRA adapted differ: every linear layer of the language model (`all-linear`), with the
+# update `(alpha / r) B A` merged in; the vision tower, the projector and the embeddings are
+# untouched. And the command's answers are the model's own: the ones Python computes.
+
+# %%
+tuned, _ = vlmstudy.load(str(final_model))
+base, _ = vlmstudy.load("llava-hf/llava-1.5-7b-hf")
+base_weights = dict(base.named_parameters())
+changed = {n for n, p in tuned.named_parameters() if not torch.equal(p, base_weights[n])}
+adapted_weights = {f"{n}.weight" for n in finetune.language_model_linears(base)}
+print(f"{type(tuned).__name__}: {len(changed)} of {len(base_weights)} weight tensors changed, e.g. {sorted(changed)[0]}; "
+      f"largest change {max((p - base_weights[n]).abs().max().item() for n, p in tuned.named_parameters()):.1e}")
+assert not hasattr(tuned, "peft_config"), "final_model is a plain model, adapter merged in"
+assert changed == adapted_weights, f"changed: {sorted(changed ^ adapted_weights)[:4]} ..."
+assert len(answers) == 3 and all(a.strip() for a in answers), answers
+assert (answers[1], answers[2]) == (in_python["ask"], in_python["prompt"]), "the command prints what the model writes"
+print("the guide's workflow: all checks passed")
+
+# %% [markdown]
+# ### The rest from the command line
 #
 # ```bash
-# vlmstudy data shapes data/shapes --n 200                  # ShapesWorld in all three formats
-# vlmstudy data check data/shapes/instruction.json         # every bad record, by index and field
+# vlmstudy data shapes data/shapes --n 200                  # ShapesWorld in the course's three files
+# vlmstudy data convert data/multimodal_train.json data/as_vqa.json --to vqa   # between the five formats
 # vlmstudy finetune --keys                                  # every config key and its default
 # vlmstudy finetune --config configs/llava_instruction.yaml [--set training.max_steps=50]
 # vlmstudy finetune --resume runs/llava-instruction         # after a crash: from the last checkpoint
 # vlmstudy finetune --merge runs/llava-instruction --out runs/llava-instruction-merged
+# vlmstudy finetune --estimate --config configs/multimodal_config.yaml   # memory for LoRA and QLoRA
 # ```
 #
 # Outside a notebook the run prints one line every 10 steps and each evaluation, under a
@@ -491,6 +718,8 @@ print(f"fine-tune: all checks passed ({result.seconds:.0f} s of training). On to
 # * Ordinary scenes in the training data keep the model from forgetting; before-and-after accuracy on brown and on ordinary questions measures both.
 # * Checkpoints are written to a temporary folder and renamed, so a killed run resumes to the same weights; an adapter is small, can be reloaded on the base model, or merged into an ordinary model.
 # * `r` sets how many directions the update has (parameters grow linearly with it), `alpha / r` acts like a learning-rate multiplier; QLoRA trains the adapters through a 4-bit base on a GPU, and falls back to plain LoRA on a CPU.
+# * The same recipe on BLIP-VQA adapts a different set of layers: its text encoder and answer decoder (cross-attention included) and, since BLIP has no projector, the vision tower's last MLP; `adapted_parts` lists what each run adapted, and the trainable counts and accuracies are printed side by side.
+# * The fine-tuning guide's workflow runs as the guide writes it: `create_sample_multimodal_dataset` (or `vlmstudy data shapes ... --format`), `vlmstudy data check`, `vlmstudy finetune --config configs/multimodal_config.yaml` (budget cut with `--set`), `OUTPUT_DIR/final_model`, `vlmstudy infer` (describe, ask, prompt, interactive) and `MultiModalModel.generate_from_image`, which writes exactly what the command printed.
 
 # %% [markdown]
 # ## Check yourself
@@ -521,19 +750,19 @@ print(f"fine-tune: all checks passed ({result.seconds:.0f} s of training). On to
 #
 # </details>
 #
-# **4. Why keep `alpha = 2 r` when you change `r`?**
+# **4. BLIP-VQA has no projector. Where did its run put adapters, besides its two text models, and why there?**
 #
 # <details><summary>Answer</summary>
 #
-# The layer adds $(\alpha / r)\,BA$, and since Adam moves each number by about the learning rate per step, $\alpha / r$ acts like a multiplier on the adapter's learning rate. A fixed ratio keeps that scale while only the number of directions changes.
+# On the MLP of the vision tower's last layer. BLIP's text encoder cross-attends to the vision tower's output directly, so that last layer is the hand-off LLaVA's projector is; the rest of the tower stays frozen. Without it, only the text side could learn, from the features of a tower that never had to tell brown from orange (try the run without that entry).
 #
 # </details>
 #
-# **5. What does merging an adapter change when you use the model?**
+# **5. What does the guide's run leave in `OUTPUT_DIR/final_model`, and how does it differ from `OUTPUT_DIR/adapter`?**
 #
 # <details><summary>Answer</summary>
 #
-# `merge_adapter` folds $(\alpha / r)\,BA$ into each $W$ and saves an ordinary model: it loads without peft, costs nothing extra per token, and answers exactly like base + adapter (the last check compares them).
+# `final_model` is the base model with $(\alpha / r)\,BA$ merged into each adapted weight, saved as an ordinary model: it loads without peft (`vlmstudy.load`, `vlmstudy infer --model_path`, `MultiModalModel`) and costs nothing extra per token. `adapter` holds only $A$ and $B$ (small), to be loaded on top of the base model. Comparing `final_model` with its base shows exactly the language model's linear weights changed.
 #
 # </details>
 
@@ -543,5 +772,6 @@ print(f"fine-tune: all checks passed ({result.seconds:.0f} s of training). On to
 # * Hu et al., *LoRA: Low-Rank Adaptation of Large Language Models* (2021): [arXiv:2106.09685](https://arxiv.org/abs/2106.09685).
 # * Dettmers et al., *QLoRA: Efficient Finetuning of Quantized LLMs* (2023): [arXiv:2305.14314](https://arxiv.org/abs/2305.14314).
 # * Liu et al., *Improved Baselines with Visual Instruction Tuning* (LLaVA-1.5, how it is fine-tuned, 2024): [arXiv:2310.03744](https://arxiv.org/abs/2310.03744).
-# * Model card: [llava-hf/llava-1.5-7b-hf](https://huggingface.co/llava-hf/llava-1.5-7b-hf).
+# * Li et al., *BLIP: Bootstrapping Language-Image Pre-training for Unified Vision-Language Understanding and Generation* (2022): [arXiv:2201.12086](https://arxiv.org/abs/2201.12086).
+# * Model cards: [llava-hf/llava-1.5-7b-hf](https://huggingface.co/llava-hf/llava-1.5-7b-hf), [Salesforce/blip-vqa-base](https://huggingface.co/Salesforce/blip-vqa-base).
 # * Docs: [PEFT](https://huggingface.co/docs/peft), [PEFT's LoRA guide](https://huggingface.co/docs/peft/developer_guides/lora), [PEFT in transformers](https://huggingface.co/docs/transformers/peft), [transformers quantization with bitsandbytes](https://huggingface.co/docs/transformers/quantization/bitsandbytes).
