@@ -211,6 +211,11 @@ def load_processor(name: str, mode: str | None = None):
 
 
 def _load_from(source: str, card: ModelCard | None, device: str, dtype: torch.dtype, model_kwargs: dict):
+    if card is None:
+        from ..assemble.saving import is_assembled, load_vlm
+
+        if is_assembled(source):  # a VLM assembled from parts with a pixel-shuffle projector (notebook 13)
+            return load_vlm(source, device=device, dtype=dtype, **model_kwargs)
     processor_kwargs = {k: model_kwargs[k] for k in ("trust_remote_code", "local_files_only") if k in model_kwargs}
     processor = AutoProcessor.from_pretrained(source, **processor_kwargs)
     model = _model_class(source, card, processor_kwargs).from_pretrained(source, dtype=dtype, **model_kwargs)

@@ -90,6 +90,10 @@ def train_model(name: str, models_dir: str | Path | None = None, progress: bool 
     ``train_steps``/``train_batch``). Trains on :func:`vlmstudy.settings.get_device`.
     Returns the measured metrics.
     """
+    if str(name).lower() in ("shapes-lm", "tiny-shapes-lm"):  # stage 0 on its own, no zoo card (issue 24)
+        from .train_shapes_lm import train_shapes_lm
+
+        return train_shapes_lm(models_dir, steps=steps, batch=batch, progress=progress, quick=quick)
     card = get_card(name)
     models_dir = Path(models_dir or settings.MODELS_DIR)
     out = models_dir / card.stand_in
