@@ -26,7 +26,10 @@ IMAGE = REPO / "assets" / "images" / "shapes-1.png"
 
 #: Notebooks that still fail in hub mode, each with its one-line cause. Strict: an entry that
 #: starts passing fails the run, so the list cannot go stale.
-KNOWN_FAILURES: dict[str, str] = {}
+KNOWN_FAILURES: dict[str, str] = {
+    # issue 24: assemble.course_parts() loads HuggingFaceTB/SmolLM2-135M in hub mode; hubsim has no entry for it yet
+    "13_vlm_from_parts": "HuggingFaceTB/SmolLM2-135M is not in the simulated Hub yet (issue 24)",
+}
 
 
 def _run(args: list[str], env: dict, timeout: float, stdin: str | None = None) -> subprocess.CompletedProcess:
