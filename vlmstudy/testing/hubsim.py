@@ -610,6 +610,66 @@ def _build_llava_next(card, lines, llama_model: bytes) -> dict[str, bytes]:
     return files
 
 
+def _qwen2_vocab(lines: list[str]) -> tuple[dict[str, int], list[str]]:
+    """Qwen2's layout: 256 byte-level characters, BPE pieces, filler up to 151643 entries; the
+    special tokens follow as added tokens (``<|endoftext|>`` 151643 ... ``<|video_pad|>`` 151656)."""
+    tokens = list(_bytes_to_unicode().values())
+    seen = set(tokens)
+    merges = []
+    for a, b in _train_bpe(lines, clip_style=False):
+        if a in seen and b in seen and a + b not in seen:
+            tokens.append(a + b)
+            seen.add(a + b)
+            merges.append(f"{a} {b}")
+    tokens += [_filler(i) for i in range(151643 - len(tokens))]
+    return {t: i for i, t in enumerate(tokens)}, merges
+
+
+def _build_qwen2_vl(card, lines) -> dict[str, bytes]:
+    """Qwen/Qwen2-VL-2B-Instruct: Qwen2 byte-level BPE (vocab.json, merges.txt, tokenizer.json),
+    the real special ids, dynamic-resolution processor settings and chat template (issue 24)."""
+    from transformers import Qwen2Tokenizer, Qwen2VLConfig
+
+    from ..zoo.build_qwen2_vl import QWEN2_SPECIAL, QWEN2_VL_CHAT_TEMPLATE
+
+    real = card.real_config
+    vocab, merges = _qwen2_vocab(lines)
+    tok = Qwen2Tokenizer(vocab=vocab, merges=[tuple(m.split(" ")) for m in merges], unk_token=None, bos_token=None)
+    tok.add_tokens([_tokenizers_added(t) for t in QWEN2_SPECIAL], special_tokens=True)
+    tok.eos_token = "<|im_end|>"
+    specials = {t: 151643 + i for i, t in enumerate(QWEN2_SPECIAL)}
+    assert all(tok.convert_tokens_to_ids(t) == i for t, i in specials.items())
+    tokenizer = _saved(tok, "tokenizer.json")
+    tokenizer["vocab.json"] = _json(vocab)
+    tokenizer["merges.txt"] = ("#version: 0.2\n" + "\n".join(merges) + "\n").encode()
+    tokenizer["tokenizer_config.json"] = _json({
+        "add_prefix_space": False, "added_tokens_decoder": {str(i): _added(t) for t, i in specials.items()},
+        "additional_special_tokens": [t for t in QWEN2_SPECIAL if t != "<|endoftext|>"], "bos_token": None,
+        "chat_template": QWEN2_VL_CHAT_TEMPLATE, "clean_up_tokenization_spaces": False, "eos_token": "<|im_end|>",
+        "errors": "replace", "model_max_length": 32768, "pad_token": "<|endoftext|>", "split_special_tokens": False,
+        "tokenizer_class": "Qwen2Tokenizer", "unk_token": None})
+    text = dict(real["text_config"], hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                num_key_value_heads=2, rope_parameters=dict(real["text_config"]["rope_parameters"], mrope_section=[2, 3, 3]))
+    vision = dict(real["vision_config"], depth=2, embed_dim=32, num_heads=2, hidden_size=64)
+    config = Qwen2VLConfig(text_config=text, vision_config=vision, **{k: v for k, v in real.items() if k.endswith("_id")},
+                           tie_word_embeddings=True)
+    files = _model_files("Qwen2VLForConditionalGeneration", config, 9, "bfloat16", _quiet_ids(tokenizer, 151936))
+    files.update(tokenizer)
+    files["generation_config.json"] = _json({"bos_token_id": 151643, "eos_token_id": [151645, 151643],
+                                             "pad_token_id": 151643})
+    files["preprocessor_config.json"] = _json({
+        "min_pixels": 3136, "max_pixels": 12845056, "patch_size": 14, "temporal_patch_size": 2, "merge_size": 2,
+        "image_mean": OPENAI_MEAN, "image_std": OPENAI_STD, "image_processor_type": "Qwen2VLImageProcessor",
+        "processor_class": "Qwen2VLProcessor"})
+    files["chat_template.json"] = _json({"chat_template": QWEN2_VL_CHAT_TEMPLATE})
+    files["README.md"] = _readme(card, "2-layer ViT 32 wide (patch 14, 2x2 merger), 2-layer Qwen2 decoder 64 wide "
+                                 "(4 heads of 16, 2 key/value heads; mrope_section [16, 24, 24] scaled to [2, 3, 3]); "
+                                 "vocabulary 151936 and the real min/max pixels, so image-token counts are real",
+                                 "Qwen2 byte-level BPE trained on ShapesWorld text, vocab.json 151643 entries, "
+                                 "`<|endoftext|>` 151643 ... `<|image_pad|>` 151655, `<|video_pad|>` 151656.")
+    return files
+
+
 def _build(card, lines, cache: dict) -> dict[str, bytes]:
     if card.name in ("instructblip", "llava", "llava-next") and "llama" not in cache:
         cache["llama"] = _train_sentencepiece(lines, "llama", 32000)
@@ -622,6 +682,7 @@ def _build(card, lines, cache: dict) -> dict[str, bytes]:
         "instructblip": lambda: _build_instructblip(card, lines, cache["llama"]),
         "llava": lambda: _build_llava(card, lines, cache["llama"]),
         "llava-next": lambda: _build_llava_next(card, lines, cache["llama"]),
+        "qwen2-vl": lambda: _build_qwen2_vl(card, lines),
     }[card.name]()
 
 

@@ -83,6 +83,8 @@ TARGETS.update({
               "second_follow_up_accuracy": 0.80},
     "llava-next": {"single_image_accuracy": 0.92, "two_image_accuracy": 0.85, "second_single_image_accuracy": 0.80,
                    "second_two_image_accuracy": 0.80},
+    "qwen2-vl": {"first_turn_accuracy": 0.92, "follow_up_accuracy": 0.90, "second_first_turn_accuracy": 0.80,
+                 "second_follow_up_accuracy": 0.80},  # LLaVA's chat targets (issue 24)
 })
 
 
@@ -168,14 +170,14 @@ def evaluate_generative_once(name: str, model, processor, n: int = 300, seed: in
         result: dict[str, float] = {}
         _by_kind(result, "vqa_accuracy", preds, [a for _, a, _ in qas], kinds)
         return result
-    if name in ("llava", "llava-next"):
+    if name in ("llava", "llava-next", "qwen2-vl"):  # qwen2-vl: scored as LLaVA is (issue 24)
         first = _batched(lambda ix: generate_text(model, processor, [images[i] for i in ix],
                                                   [chat_prompt(processor, [(qas[i][0], None)]) for i in ix]),
                          list(range(n)), progress=progress)
-        key = "first_turn_accuracy" if name == "llava" else "single_image_accuracy"
+        key = "single_image_accuracy" if name == "llava-next" else "first_turn_accuracy"
         result = {}
         _by_kind(result, key, first, [a for _, a, _ in qas], kinds)
-        if name == "llava":
+        if name != "llava-next":
             dialogues = [[(say(q), a) for q, a in shapes.dialogue(s, rng)] for s in scenes]
             own = _batched(lambda ix: generate_text(model, processor, [images[i] for i in ix],
                                                     [chat_prompt(processor, [(dialogues[i][0][0], None)]) for i in ix]),
@@ -203,7 +205,8 @@ def evaluate_generative_once(name: str, model, processor, n: int = 300, seed: in
 
 #: The metric each generative stand-in is judged by first (its per-kind accuracies share the name).
 HEADLINE = {"blip-caption": "caption_names_all_objects", "blip-vqa": "vqa_accuracy", "blip2": "vqa_accuracy",
-            "instructblip": "vqa_accuracy", "llava": "first_turn_accuracy", "llava-next": "single_image_accuracy"}
+            "instructblip": "vqa_accuracy", "llava": "first_turn_accuracy", "llava-next": "single_image_accuracy",
+            "qwen2-vl": "first_turn_accuracy"}
 #: The conditions' names, as the model cards' table columns write them.
 CONDITION_LABELS = CONDITION_COLUMNS
 

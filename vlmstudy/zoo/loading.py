@@ -196,7 +196,7 @@ def load_processor(name: str, mode: str | None = None):
     source, card = resolve_source(name, mode)
     on_hub = card is not None and source == card.hub_id
     try:
-        return AutoProcessor.from_pretrained(source, trust_remote_code=False, local_files_only=on_hub)
+        return _auto_processor(source, card, trust_remote_code=False, local_files_only=on_hub)
     except ImportError as err:
         raise _missing_package_error(source, err) from None
     except _hub_errors() as err:
@@ -210,6 +210,20 @@ def load_processor(name: str, mode: str | None = None):
         raise _hub_error(source, err) from None
 
 
+def _auto_processor(source: str, card: ModelCard | None, **kwargs):
+    """``AutoProcessor.from_pretrained``; for Qwen2-VL without torchvision (its processor holds a
+    video processor that needs it, even for images) the same processor with no video part
+    (:func:`vlmstudy.zoo.build_qwen2_vl.load_image_only_processor`)."""
+    try:
+        return AutoProcessor.from_pretrained(source, **kwargs)
+    except ImportError as err:
+        if "torchvision" not in str(err).lower() or (card is not None and card.processor_class != "Qwen2VLProcessor"):
+            raise
+        from .build_qwen2_vl import load_image_only_processor
+
+        return load_image_only_processor(source, **kwargs)
+
+
 def _load_from(source: str, card: ModelCard | None, device: str, dtype: torch.dtype, model_kwargs: dict):
     if card is None:
         from ..assemble.saving import is_assembled, load_vlm
@@ -217,7 +231,7 @@ def _load_from(source: str, card: ModelCard | None, device: str, dtype: torch.dt
         if is_assembled(source):  # a VLM assembled from parts with a pixel-shuffle projector (notebook 13)
             return load_vlm(source, device=device, dtype=dtype, **model_kwargs)
     processor_kwargs = {k: model_kwargs[k] for k in ("trust_remote_code", "local_files_only") if k in model_kwargs}
-    processor = AutoProcessor.from_pretrained(source, **processor_kwargs)
+    processor = _auto_processor(source, card, **processor_kwargs)
     model = _model_class(source, card, processor_kwargs).from_pretrained(source, dtype=dtype, **model_kwargs)
     if "device_map" not in model_kwargs and "quantization_config" not in model_kwargs:
         model = model.to(device)

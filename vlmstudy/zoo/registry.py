@@ -155,6 +155,20 @@ CARDS: tuple[ModelCard, ...] = (
              image_grid_pinpoints=[[336, 672], [672, 336], [672, 672], [1008, 336], [336, 1008]],
              vision_feature_layer=-2, vision_feature_select_strategy="default"),
     ),
+    ModelCard(  # Qwen/Qwen2-VL-2B-Instruct's config.json (issue 24)
+        "qwen2-vl", "Qwen/Qwen2-VL-2B-Instruct", "ViT + merger + LLM, dynamic resolution, M-RoPE",
+        ("chat", "visual question answering", "captioning"),
+        "Qwen2VLForConditionalGeneration", "Qwen2VLProcessor", "tiny-qwen2-vl", "14_since_llava",
+        dict(model_type="qwen2_vl", image_token_id=151655, video_token_id=151656, vision_start_token_id=151652,
+             vision_end_token_id=151653, tie_word_embeddings=True,
+             vision_config=dict(depth=32, embed_dim=1280, hidden_size=1536, mlp_ratio=4, num_heads=16, in_channels=3,
+                                patch_size=14, spatial_merge_size=2, temporal_patch_size=2, hidden_act="quick_gelu"),
+             text_config=dict(vocab_size=151936, hidden_size=1536, intermediate_size=8960, num_hidden_layers=28,
+                              num_attention_heads=12, num_key_value_heads=2, max_position_embeddings=32768,
+                              rms_norm_eps=1e-6, tie_word_embeddings=True, bos_token_id=151643, eos_token_id=151645,
+                              rope_parameters={"rope_type": "default", "rope_theta": 1000000.0,
+                                               "mrope_section": [16, 24, 24]})),
+    ),
 )
 
 
