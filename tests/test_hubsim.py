@@ -35,7 +35,7 @@ for name in vlmstudy.zoo.registry.model_names():
             logits = model(**inp).logits_per_image
             r.update(pixels=list(inp.pixel_values.shape), ids=inp.input_ids[0].tolist(), logits=list(logits.shape))
         else:
-            if name.startswith("llava") or name == "qwen2-vl":
+            if name.startswith("llava") or name in ("qwen2-vl", "smolvlm"):
                 conv = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What is this?"}]}]
                 prompt = proc.apply_chat_template(conv, add_generation_prompt=True)
             elif name == "blip-caption":

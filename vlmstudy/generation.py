@@ -34,9 +34,9 @@ FAMILIES = {
     "BlipForConditionalGeneration": "blip-caption", "BlipForQuestionAnswering": "blip-vqa",
     "Blip2ForConditionalGeneration": "blip2", "InstructBlipForConditionalGeneration": "instructblip",
     "LlavaForConditionalGeneration": "llava", "LlavaNextForConditionalGeneration": "llava-next",
-    "Qwen2VLForConditionalGeneration": "qwen2-vl",
+    "Qwen2VLForConditionalGeneration": "qwen2-vl", "Idefics3ForConditionalGeneration": "smolvlm",
 }
-CHAT_FAMILIES = ("llava", "llava-next", "qwen2-vl")
+CHAT_FAMILIES = ("llava", "llava-next", "qwen2-vl", "smolvlm")
 GENERATIVE_FAMILIES = ("blip-caption", "blip-vqa", "blip2", "instructblip") + CHAT_FAMILIES
 
 

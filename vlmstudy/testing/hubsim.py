@@ -670,6 +670,92 @@ def _build_qwen2_vl(card, lines) -> dict[str, bytes]:
     return files
 
 
+#: SmolLM2's first ids (HuggingFaceTB/SmolLM2-135M's tokenizer), before the byte-level pieces.
+_SMOLLM2_SPECIAL = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<repo_name>", "<reponame>", "<file_sep>",
+                    "<filename>", "<gh_stars>", "<issue_start>", "<issue_comment>", "<issue_closed>",
+                    "<jupyter_start>", "<jupyter_text>", "<jupyter_code>", "<jupyter_output>", "<jupyter_script>",
+                    "<empty_output>")
+
+
+def _smolvlm_added() -> dict[str, int]:
+    """SmolVLM's added tokens at their ids: ``<global-img>`` 49152, ``<row_r_col_c>`` 49153-49188,
+    ``<fake_token_around_image>`` 49189, ``<image>`` 49190, reserved 49191-49278,
+    ``<end_of_utterance>`` 49279 (vocabulary 49280)."""
+    added = {"<global-img>": 49152}
+    added.update({f"<row_{r}_col_{c}>": 49153 + (r - 1) * 6 + (c - 1) for r in range(1, 7) for c in range(1, 7)})
+    added.update({"<fake_token_around_image>": 49189, "<image>": 49190})
+    added.update({f"<|reserved_special_token_{i}|>": 49191 + i for i in range(88)})
+    added["<end_of_utterance>"] = 49279
+    return added
+
+
+def _build_smolvlm(card, lines) -> dict[str, bytes]:
+    """HuggingFaceTB/SmolVLM-256M-Instruct: Idefics3 with a SmolLM2 GPT-2-style byte-level BPE
+    (vocab.json, merges.txt, tokenizer.json), the real added-token ids, 512 px tiles up to a
+    2048 px longest edge, 64 image tokens per tile and the SmolVLM chat template (issue 24)."""
+    from transformers import GPT2Tokenizer, Idefics3Config
+
+    from ..zoo.build_smolvlm import SMOLVLM_CHAT_TEMPLATE
+
+    real = card.real_config
+    chars = list(_bytes_to_unicode().values())
+    tokens = list(_SMOLLM2_SPECIAL) + chars
+    seen = set(tokens)
+    merges = []
+    for a, b in _train_bpe(lines, clip_style=False):
+        if a in seen and b in seen and a + b not in seen:
+            tokens.append(a + b)
+            seen.add(a + b)
+            merges.append(f"{a} {b}")
+    tokens += [_filler(i) for i in range(49152 - len(tokens))]
+    vocab = {t: i for i, t in enumerate(tokens)}
+    added = _smolvlm_added()
+    tok = GPT2Tokenizer(vocab=vocab, merges=[tuple(m.split(" ")) for m in merges], bos_token="<|im_start|>",
+                        eos_token="<|endoftext|>", unk_token="<|endoftext|>", pad_token="<|im_end|>")
+    tok.add_tokens([_tokenizers_added(t) for t, _ in sorted(added.items(), key=lambda kv: kv[1])], special_tokens=True)
+    tok.eos_token = "<end_of_utterance>"  # set after the added tokens, so that it keeps its id 49279
+    assert all(tok.convert_tokens_to_ids(t) == i for t, i in added.items())
+    tokenizer = _saved(tok, "tokenizer.json")
+    tokenizer["vocab.json"] = _json(vocab)
+    tokenizer["merges.txt"] = ("#version: 0.2\n" + "\n".join(merges) + "\n").encode()
+    tokenizer["added_tokens.json"] = _json(added)
+    tokenizer["special_tokens_map.json"] = _json({
+        "additional_special_tokens": ["<fake_token_around_image>", "<image>", "<end_of_utterance>"],
+        "bos_token": "<|im_start|>", "eos_token": "<end_of_utterance>", "pad_token": "<|im_end|>",
+        "unk_token": "<|endoftext|>"})
+    decoder = {str(i): _added(t) for i, t in enumerate(_SMOLLM2_SPECIAL)}
+    decoder.update({str(i): _added(t) for t, i in added.items()})
+    tokenizer["tokenizer_config.json"] = _json({
+        "add_prefix_space": False, "added_tokens_decoder": decoder,
+        "additional_special_tokens": ["<fake_token_around_image>", "<image>", "<end_of_utterance>"],
+        "bos_token": "<|im_start|>", "clean_up_tokenization_spaces": False, "eos_token": "<end_of_utterance>",
+        "legacy": False, "model_max_length": 8192, "pad_token": "<|im_end|>", "processor_class": "Idefics3Processor",
+        "tokenizer_class": "GPT2Tokenizer", "truncation_side": "left", "unk_token": "<|endoftext|>",
+        "vocab_size": 49152})
+    text = dict(real["text_config"], hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                num_key_value_heads=1, head_dim=16)
+    config = Idefics3Config(vision_config=dict(real["vision_config"], **VISION), text_config=text,
+                            scale_factor=real["scale_factor"], image_token_id=real["image_token_id"], pad_token_id=2,
+                            tie_word_embeddings=False)
+    files = _model_files("Idefics3ForConditionalGeneration", config, 10, "bfloat16", _quiet_ids(tokenizer, 49280))
+    files.update(tokenizer)
+    files["generation_config.json"] = _json({"bos_token_id": 1, "eos_token_id": 49279, "pad_token_id": 2})
+    files["preprocessor_config.json"] = _json({
+        "do_convert_rgb": True, "do_image_splitting": True, "do_normalize": True, "do_pad": True, "do_rescale": True,
+        "do_resize": True, "image_mean": [0.5, 0.5, 0.5], "image_processor_type": "Idefics3ImageProcessor",
+        "image_std": [0.5, 0.5, 0.5], "max_image_size": {"longest_edge": 512}, "processor_class": "Idefics3Processor",
+        "resample": 1, "rescale_factor": RESCALE, "size": {"longest_edge": 2048}})
+    files["processor_config.json"] = _json({"image_seq_len": 64, "processor_class": "Idefics3Processor"})
+    files["chat_template.json"] = _json({"chat_template": SMOLVLM_CHAT_TEMPLATE})
+    files["README.md"] = _readme(card, SHRUNK_NOTE + " (1 key/value head, as 3 of 9 in SmolLM2-135M); the ViT kept at "
+                                 "512 px / patch 16 with scale_factor 4 (64 image tokens per tile), 2048 px longest "
+                                 "edge, vocabulary 49280",
+                                 "GPT-2 byte-level BPE trained on ShapesWorld text, SmolLM2's 17 special tokens at "
+                                 "0-16, `<global-img>` 49152, `<row_1_col_1>` 49153 ... `<image>` 49190, "
+                                 "`<end_of_utterance>` 49279.")
+    return files
+
+
 def _build(card, lines, cache: dict) -> dict[str, bytes]:
     if card.name in ("instructblip", "llava", "llava-next") and "llama" not in cache:
         cache["llama"] = _train_sentencepiece(lines, "llama", 32000)
@@ -683,6 +769,7 @@ def _build(card, lines, cache: dict) -> dict[str, bytes]:
         "llava": lambda: _build_llava(card, lines, cache["llama"]),
         "llava-next": lambda: _build_llava_next(card, lines, cache["llama"]),
         "qwen2-vl": lambda: _build_qwen2_vl(card, lines),
+        "smolvlm": lambda: _build_smolvlm(card, lines),
     }[card.name]()
 
 

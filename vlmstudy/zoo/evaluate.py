@@ -85,6 +85,8 @@ TARGETS.update({
                    "second_two_image_accuracy": 0.80},
     "qwen2-vl": {"first_turn_accuracy": 0.92, "follow_up_accuracy": 0.90, "second_first_turn_accuracy": 0.80,
                  "second_follow_up_accuracy": 0.80},  # LLaVA's chat targets (issue 24)
+    "smolvlm": {"first_turn_accuracy": 0.92, "follow_up_accuracy": 0.90, "second_first_turn_accuracy": 0.80,
+                "second_follow_up_accuracy": 0.80},  # LLaVA's chat targets (issue 24)
 })
 
 
@@ -170,7 +172,7 @@ def evaluate_generative_once(name: str, model, processor, n: int = 300, seed: in
         result: dict[str, float] = {}
         _by_kind(result, "vqa_accuracy", preds, [a for _, a, _ in qas], kinds)
         return result
-    if name in ("llava", "llava-next", "qwen2-vl"):  # qwen2-vl: scored as LLaVA is (issue 24)
+    if name in ("llava", "llava-next", "qwen2-vl", "smolvlm"):  # qwen2-vl, smolvlm: scored as LLaVA is (issue 24)
         first = _batched(lambda ix: generate_text(model, processor, [images[i] for i in ix],
                                                   [chat_prompt(processor, [(qas[i][0], None)]) for i in ix]),
                          list(range(n)), progress=progress)
@@ -206,7 +208,7 @@ def evaluate_generative_once(name: str, model, processor, n: int = 300, seed: in
 #: The metric each generative stand-in is judged by first (its per-kind accuracies share the name).
 HEADLINE = {"blip-caption": "caption_names_all_objects", "blip-vqa": "vqa_accuracy", "blip2": "vqa_accuracy",
             "instructblip": "vqa_accuracy", "llava": "first_turn_accuracy", "llava-next": "single_image_accuracy",
-            "qwen2-vl": "first_turn_accuracy"}
+            "qwen2-vl": "first_turn_accuracy", "smolvlm": "first_turn_accuracy"}
 #: The conditions' names, as the model cards' table columns write them.
 CONDITION_LABELS = CONDITION_COLUMNS
 

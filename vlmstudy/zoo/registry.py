@@ -169,6 +169,18 @@ CARDS: tuple[ModelCard, ...] = (
                               rope_parameters={"rope_type": "default", "rope_theta": 1000000.0,
                                                "mrope_section": [16, 24, 24]})),
     ),
+    ModelCard(  # HuggingFaceTB/SmolVLM-256M-Instruct: Idefics3, SigLIP-B/16-512 + SmolLM2-135M (issue 24)
+        "smolvlm", "HuggingFaceTB/SmolVLM-256M-Instruct", "ViT + pixel shuffle + LLM, image splitting",
+        ("chat", "visual question answering", "captioning"),
+        "Idefics3ForConditionalGeneration", "Idefics3Processor", "tiny-smolvlm", "14_since_llava",
+        dict(model_type="idefics3", image_token_id=49190, scale_factor=4, tie_word_embeddings=False,
+             vision_config=dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
+                                image_size=512, patch_size=16),
+             text_config=dict(model_type="llama", vocab_size=49280, hidden_size=576, intermediate_size=1536,
+                              num_hidden_layers=30, num_attention_heads=9, num_key_value_heads=3, head_dim=64,
+                              max_position_embeddings=8192, rms_norm_eps=1e-5, tie_word_embeddings=False,
+                              pad_token_id=2, rope_parameters={"rope_type": "default", "rope_theta": 100000.0})),
+    ),
 )
 
 

@@ -23,7 +23,7 @@ from .train_contrastive import ContrastiveConfig, train_contrastive
 from .train_generative import GenerativeConfig, distill_blip_tower, train_blip, train_llava, train_qformer_model
 
 #: Training order: later models build on earlier ones.
-ORDER = ("clip", "siglip", "llava", "llava-next", "blip-caption", "blip-vqa", "blip2", "instructblip", "qwen2-vl")
+ORDER = ("clip", "siglip", "llava", "llava-next", "blip-caption", "blip-vqa", "blip2", "instructblip", "qwen2-vl", "smolvlm")
 
 #: Training budgets. The shipped weights (cards dated 2026-11-24) were made by the first recipe:
 #: each card records its exact command, device and seconds (tiny CLIP 4000 steps on 2 CPU threads,
@@ -45,8 +45,11 @@ GENERATIVE = {
     "instructblip": GenerativeConfig(steps=3000, batch=32, lr=1e-3),
     # from tiny CLIP's tower and tiny LLaVA's decoder (train_qwen2_vl.py); sized for ~5 min on 2 busy CPU cores
     "qwen2-vl": GenerativeConfig(steps=500, batch=32, lr=5e-4, warmup=25, pool=3000, align_steps=100),
+    # from tiny CLIP's tower (distilled, then frozen) and tiny LLaVA's decoder (train_smolvlm.py); ~12 min on 2 CPU cores
+    "smolvlm": GenerativeConfig(steps=220, batch=16, lr=5e-4, warmup=30, pool=3000, align_steps=60),
 }
 QWEN2_VL_DISTILL_STEPS = 100
+SMOLVLM_DISTILL_STEPS = 120
 DISTILL_STEPS = 300
 
 
@@ -136,6 +139,15 @@ def train_model(name: str, models_dir: str | Path | None = None, progress: bool 
             model, processor, history = train_qwen2_vl(
                 clip, base, cfg, 2 if quick else (distill_steps or QWEN2_VL_DISTILL_STEPS), progress)
             extra["vision_distill_cosine"] = model.vlmstudy_training_info.get("distill_cosine")
+        elif card.name == "smolvlm":  # issue 24
+            from transformers import LlavaForConditionalGeneration
+
+            from .train_smolvlm import train_smolvlm
+
+            base = LlavaForConditionalGeneration.from_pretrained(models_dir / get_card("llava").stand_in, dtype=torch.float32)
+            model, processor, history = train_smolvlm(cfg, clip, base, progress,
+                                                      2 if quick else (distill_steps or SMOLVLM_DISTILL_STEPS))
+            extra["vision_distill_cosine"] = next((h["distill_cosine"] for h in history if "distill_cosine" in h), None)
         else:
             tower, info = _blip_tower(clip, cfg.seed, progress, distill_steps) if not quick else (_quick_tower(clip), {})
             extra["vision_distill_cosine"] = info.get("distill_cosine")
@@ -159,7 +171,7 @@ def train_model(name: str, models_dir: str | Path | None = None, progress: bool 
         config["curve_zero_shot_val"] = [[h["step"], h["seconds"], h["zero_shot_val"]] for h in curve]
     failures = check_targets(card.name, metrics)
     notes = ["", "## Targets", ""] + ([f"- NOT MET: {f}" for f in failures] or ["- all met"])
-    uses_distilled = card.name.startswith("blip") or card.name in ("instructblip", "qwen2-vl")
+    uses_distilled = card.name.startswith("blip") or card.name in ("instructblip", "qwen2-vl", "smolvlm")
     write_model_card(out, card.hub_id, f"tiny stand-in for {card.hub_id}", config,
                      _command(card.name, steps, distill_steps if uses_distilled else None, batch), seconds,
                      cfg.seed, metrics, notes)
