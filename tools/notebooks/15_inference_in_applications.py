@@ -499,9 +499,11 @@ assert [(s, c) for _, s, c, _ in refused] == [(s, c) for _, _, s, c in bad_reque
 
 # %%
 status, health, _ = request("/health", method="GET")
-log = server.log_tail(40)
-print("\n".join(line for line in log.splitlines() if "vlmstudy" in line.lower() or " 4" in line)[-1500:])
+log = server.log_tail(200)
+refusal_lines = [line for line in log.splitlines() if re.search(r"(GET|POST) /\S*: 4\d\d", line)]
+print("\n".join(line[:120] for line in refusal_lines))
 assert status == 200 and "Traceback" not in log
+assert len(refusal_lines) == len(bad_requests), "one log line per refused request"
 
 # %% [markdown]
 # Two more refusals happen before the server serves anything. An **unknown model** fails when the
