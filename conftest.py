@@ -21,9 +21,15 @@ import tempfile
 
 import pytest
 
-_HF_HOME = tempfile.mkdtemp(prefix="vlmstudy-test-hf-home-")
+# A child run of tests/test_hub_mode.py (vlmstudy.testing.hubsim.hub_environment) names its simulated
+# Hub in VLMSTUDY_HUBSIM_CHILD: keep that HF_HOME and VLMSTUDY_MODE=hub, or the "hub-mode" notebook
+# runs would silently run in tiny mode against an empty cache.
+_SIM = os.environ.get("VLMSTUDY_HUBSIM_CHILD")
+_HUB_CHILD = bool(_SIM) and _SIM == os.environ.get("HF_HOME") and os.environ.get("VLMSTUDY_MODE") == "hub"
+_HF_HOME = _SIM if _HUB_CHILD else tempfile.mkdtemp(prefix="vlmstudy-test-hf-home-")
 os.environ.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", MPLBACKEND="Agg", HF_HOME=_HF_HOME)
-for _name in ("VLMSTUDY_MODE", "VLMSTUDY_DEVICE", "HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "TRANSFORMERS_CACHE"):
+for _name in (() if _HUB_CHILD else ("VLMSTUDY_MODE",)) + ("VLMSTUDY_DEVICE", "HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE",
+                                                            "TRANSFORMERS_CACHE"):
     os.environ.pop(_name, None)
 
 _passed = 0
@@ -50,4 +56,5 @@ def pytest_sessionfinish(session, exitstatus):
 
 
 def pytest_unconfigure(config):
-    shutil.rmtree(_HF_HOME, ignore_errors=True)
+    if not _HUB_CHILD:  # never delete the simulated Hub the parent built
+        shutil.rmtree(_HF_HOME, ignore_errors=True)

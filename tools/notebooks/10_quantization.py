@@ -276,7 +276,7 @@ assert abs(fp16 / (gpu_fp16_gb * 1e9) - 1) < 0.01, \
 assert nf4_dq_hf / fp16 <= 0.28, "NF4 + double quant should be at most 0.28 x the fp16 footprint (get_memory_footprint)"
 assert nf4_dq / fp16 < quantize.estimate("llava", "nf4") / fp16 < 0.31, "double quant should save memory over plain NF4"
 assert all(r["latency_ms"] > 0 for r in comparison), "every stand-in answered (a latency was measured)"
-assert picks["zero-shot classification"] == "clip" and picks["chat"] == "llava", picks
+assert picks["zero-shot classification"] == "clip" and picks["chat"] == "smolvlm", picks  # SmolVLM-256M: the smallest chat model
 assert all(r["real_nf4_gb"] < r["real_int8_gb"] < r["real_fp16_gb"] for r in comparison), "4 bits < 8 bits < 16 bits"
 print("All checks passed.")
 

@@ -878,6 +878,7 @@ def hub_environment(home: str | os.PathLike, base: dict | None = None) -> dict[s
     env = dict(os.environ if base is None else base)
     for name in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "TRANSFORMERS_CACHE"):
         env.pop(name, None)
-    env.update(VLMSTUDY_MODE="hub", HF_HOME=str(Path(home).expanduser().resolve()), HF_HUB_OFFLINE="1",
-               TRANSFORMERS_OFFLINE="1")
+    sim = str(Path(home).expanduser().resolve())
+    # VLMSTUDY_HUBSIM_CHILD tells the repository's conftest.py to keep this HF_HOME and hub mode
+    env.update(VLMSTUDY_MODE="hub", HF_HOME=sim, VLMSTUDY_HUBSIM_CHILD=sim, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
     return env
