@@ -31,7 +31,7 @@ KNOWN_FAILURES: dict[str, str] = {
     "13_vlm_from_parts": "HuggingFaceTB/SmolLM2-135M is not in the simulated Hub yet (issue 24)",
     # found when the child runs really ran in hub mode (conftest.py kept resetting them to tiny mode before)
     "11_lora": "cell 15 onwards: NameError ('result', 'after_new'): a hub-mode branch skips a cell later ones need (issue 20)",
-    "12_results_checklist": "cell 8: FailureCaseError, random weights give two learner failure cases the same hypothesis (issue 22)",
+    "12_results_checklist": "cell 8: FailureCaseError: random weights give two failure cases the same hypothesis (issue 22)",
 }
 
 
