@@ -32,7 +32,10 @@ import torch
 #: its 2 x 2 tiling plus the overview, 5 x 576; the BLIP family's text side sees no image tokens,
 #: its decoder cross-attends to the frozen vision features).
 IMAGE_TOKENS = {"llava": 576, "llava-next": 2880, "blip2": 32, "instructblip": 32, "blip-caption": 0,
-                "blip-vqa": 0}
+                "blip-vqa": 0,
+                # SmolVLM: 16 tiles of 512 px + the global image, 64 tokens each (any picture is resized
+                # to a 2048 px edge); Qwen2-VL: a 336 px picture, (336 / 28)^2 (vlmstudy.image_tokens)
+                "smolvlm": 17 * 64, "qwen2-vl": (336 // 28) ** 2}
 DEFAULT_TEXT_TOKENS = 128
 GB = 1e9
 

@@ -31,6 +31,7 @@ LANGUAGE_MODEL_PREFIXES: dict[str, tuple[str, ...]] = {
     "llava": ("model.language_model",), "llava-next": ("model.language_model",),
     "blip2": ("language_model",), "instructblip": ("language_model",),
     "blip-caption": ("text_decoder",), "blip-vqa": ("text_encoder", "text_decoder"),
+    "qwen2-vl": ("model.language_model",), "smolvlm": ("model.text_model",),
 }
 ADAPTER_INFO = "vlmstudy_adapter.json"
 
