@@ -111,18 +111,25 @@ def _train_bpe(lines: list[str], clip_style: bool, n_merges: int = 400) -> list[
     return [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in merges]
 
 
+def _add_merges(tokens: list[str], lines: list[str], clip_style: bool, reserved: frozenset | set = frozenset()) -> list[str]:
+    """Append the BPE pieces learnt on ``lines`` whose halves are already known to ``tokens`` (in
+    place; ``reserved`` counts as known but is placed later) and return the merges as ``"a b"``."""
+    seen = set(tokens) | set(reserved)
+    merges = []
+    for a, b in _train_bpe(lines, clip_style=clip_style):
+        if a in seen and b in seen and a + b not in seen:
+            tokens.append(a + b)
+            seen.add(a + b)
+            merges.append(f"{a} {b}")
+    return merges
+
+
 def _clip_vocab(lines: list[str]) -> tuple[dict[str, int], list[str]]:
     """CLIP's layout: 256 byte characters, the same with ``</w>``, merges, then filler up to
     49406, ``<|startoftext|>`` 49406, ``<|endoftext|>`` 49407 (49408 entries)."""
     chars = list(_bytes_to_unicode().values())
     tokens = chars + [c + "</w>" for c in chars]
-    seen = set(tokens)
-    merges = []
-    for a, b in _train_bpe(lines, clip_style=True):
-        if a in seen and b in seen and a + b not in seen:
-            tokens.append(a + b)
-            seen.add(a + b)
-            merges.append(f"{a} {b}")
+    merges = _add_merges(tokens, lines, clip_style=True)
     tokens += [_filler(i) for i in range(49406 - len(tokens))]
     tokens += ["<|startoftext|>", "<|endoftext|>"]
     return {t: i for i, t in enumerate(tokens)}, merges
@@ -134,13 +141,7 @@ def _opt_vocab(lines: list[str]) -> tuple[dict[str, int], list[str]]:
     ``eos_token_id``: generation stops at a new line)."""
     chars = list(_bytes_to_unicode().values())
     tokens = ["<s>", "<pad>", "</s>", "<unk>"] + [c for c in chars if c != "Ċ"]
-    seen = set(tokens) | {"Ċ"}
-    merges = []
-    for a, b in _train_bpe(lines, clip_style=False):
-        if a in seen and b in seen and a + b not in seen:
-            tokens.append(a + b)
-            seen.add(a + b)
-            merges.append(f"{a} {b}")
+    merges = _add_merges(tokens, lines, clip_style=False, reserved={"Ċ"})
     fill = iter(range(10**6))
     while len(tokens) < 50265:
         tokens.append("Ċ" if len(tokens) == 50118 else _filler(next(fill)))
@@ -614,13 +615,7 @@ def _qwen2_vocab(lines: list[str]) -> tuple[dict[str, int], list[str]]:
     """Qwen2's layout: 256 byte-level characters, BPE pieces, filler up to 151643 entries; the
     special tokens follow as added tokens (``<|endoftext|>`` 151643 ... ``<|video_pad|>`` 151656)."""
     tokens = list(_bytes_to_unicode().values())
-    seen = set(tokens)
-    merges = []
-    for a, b in _train_bpe(lines, clip_style=False):
-        if a in seen and b in seen and a + b not in seen:
-            tokens.append(a + b)
-            seen.add(a + b)
-            merges.append(f"{a} {b}")
+    merges = _add_merges(tokens, lines, clip_style=False)
     tokens += [_filler(i) for i in range(151643 - len(tokens))]
     return {t: i for i, t in enumerate(tokens)}, merges
 
@@ -700,13 +695,7 @@ def _build_smolvlm(card, lines) -> dict[str, bytes]:
     real = card.real_config
     chars = list(_bytes_to_unicode().values())
     tokens = list(_SMOLLM2_SPECIAL) + chars
-    seen = set(tokens)
-    merges = []
-    for a, b in _train_bpe(lines, clip_style=False):
-        if a in seen and b in seen and a + b not in seen:
-            tokens.append(a + b)
-            seen.add(a + b)
-            merges.append(f"{a} {b}")
+    merges = _add_merges(tokens, lines, clip_style=False)
     tokens += [_filler(i) for i in range(49152 - len(tokens))]
     vocab = {t: i for i, t in enumerate(tokens)}
     added = _smolvlm_added()
